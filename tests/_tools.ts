@@ -80,6 +80,8 @@ export function seeds(): number[] {
   const fixed = 20261125;
   const env = Deno.env.get("QEDSTREAM_SEED");
   const random = env ? Number(env) : (Math.random() * 2 ** 31) | 0;
-  console.log(`property seeds: fixed ${fixed}, random ${random} (rerun with QEDSTREAM_SEED=${random})`);
+  console.log(
+    `property seeds: fixed ${fixed}, random ${random} (rerun with QEDSTREAM_SEED=${random})`,
+  );
   return [fixed, random];
 }
