@@ -16,6 +16,7 @@ const RANK: Record<string, number> = {
   qmp: 3,
   sim: 3,
   manage: 4,
+  daemon: 4,
   cli: 5,
   "cli.ts": 5,
   "mod.ts": 6,

@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { checkBlockdevOptions } from "../../daemon/blockdev_schema.ts";
+import { OptionError, parseKeyval } from "../../daemon/keyval.ts";
+
+function check(text: string) {
+  return checkBlockdevOptions(parseKeyval(text, "driver"), true);
+}
+
+function refused(text: string, message: string) {
+  assert.throws(() => check(text), (e: unknown) => {
+    assert.ok(e instanceof OptionError, String(e));
+    assert.equal(e.message, message);
+    return true;
+  });
+}
+
+Deno.test("checkBlockdevOptions() converts keyval strings by the schema", () => {
+  assert.deepEqual(
+    check("driver=file,node-name=f0,filename=ov.qed,read-only=on,cache.direct=off,aio=native"),
+    {
+      driver: "file",
+      "node-name": "f0",
+      filename: "ov.qed",
+      "read-only": true,
+      cache: { direct: false },
+      aio: "native",
+    },
+  );
+  assert.deepEqual(check("driver=qed,node-name=ov,file=f0,backing=base"), {
+    driver: "qed",
+    "node-name": "ov",
+    file: "f0",
+    backing: "base",
+  });
+  assert.deepEqual(
+    check("raw,node-name=r,file.driver=file,file.filename=b.raw,size=0x100000").file,
+    { driver: "file", filename: "b.raw" },
+  );
+  assert.deepEqual(
+    check("nbd,node-name=n,server.type=unix,server.path=/s,export=t").server,
+    { type: "unix", path: "/s" },
+  );
+});
+
+Deno.test("checkBlockdevOptions() refuses bad options with qemu-storage-daemon's texts", () => {
+  refused("node-name=f0,filename=ov.qed", "Parameter 'driver' is missing");
+  refused("driver=nosuch,node-name=f0", "Parameter 'driver' does not accept value 'nosuch'");
+  refused("driver=file,node-name=f0,filename=ov.qed,bogus=1", "Parameter 'bogus' is unexpected");
+  refused(
+    "driver=file,node-name=f0,filename=o,read-only=maybe",
+    "Parameter 'read-only' expects 'on' or 'off'",
+  );
+  refused(
+    "driver=file,node-name=f0,filename=o,cache.direct=maybe",
+    "Parameter 'cache.direct' expects 'on' or 'off'",
+  );
+  refused(
+    "driver=file,node-name=f0,filename=o,cache=x",
+    "Invalid parameter type for 'cache', expected: object",
+  );
+  refused("driver=file,node-name=f0,filename=o,a.b=1", "Parameter 'a' is unexpected");
+  refused("driver=raw,node-name=r,file=f,size=abc", "Parameter 'size' expects integer");
+  refused("driver=file,node-name=1bad,filename=o", "Invalid node-name: '1bad'");
+  refused("nbd,node-name=n,server.type=unix", "Parameter 'server.path' is missing");
+});
+
+Deno.test("checkBlockdevOptions() names qemu drivers that qedstream lacks", () => {
+  assert.throws(() => check("driver=qcow2,node-name=q,file=f"), /not supported by qedstream/);
+});
+
+Deno.test("checkBlockdevOptions() checks JSON types as qemu's QMP does", () => {
+  assert.throws(
+    () => checkBlockdevOptions({ driver: "raw", "node-name": "r", file: "f", size: "1" }, false),
+    /Invalid parameter type for 'size', expected: integer/,
+  );
+});
