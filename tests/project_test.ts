@@ -12,6 +12,7 @@ const root = resolve(dirname(new URL(import.meta.url).pathname), "..");
 const RANK: Record<string, number> = {
   io: 0,
   qed: 1,
+  nbd: 1,
   block: 2,
   qmp: 3,
   sim: 3,
@@ -23,7 +24,8 @@ const RANK: Record<string, number> = {
 };
 
 function layerOf(path: string): string {
-  return relative(root, path).split("/")[0]!;
+  const top = relative(root, path).split("/")[0]!;
+  return top === "cli.ts" ? "cli" : top;
 }
 
 function sources(dir: string): string[] {
@@ -48,7 +50,11 @@ Deno.test("imports run only downward: io → qed → block → qmp, sim → mana
   const violations: string[] = [];
   for (const file of files) {
     const from = layerOf(file);
-    const text = readFileSync(file, "utf8");
+    // Doc examples (comment lines) may import anything, as tests do.
+    const text = readFileSync(file, "utf8")
+      .split("\n")
+      .filter((line) => !/^\s*(\*|\/\/)/.test(line))
+      .join("\n");
     for (const m of text.matchAll(/(?:from|import)\s*\(?\s*"(\.{1,2}\/[^"]+)"/g)) {
       const target = resolve(dirname(file), m[1]!);
       const to = layerOf(target);
