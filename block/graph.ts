@@ -1,0 +1,163 @@
+/**
+ * The named nodes and devices of one daemon: lookups with qemu's texts,
+ * automatic node names, and the operation blockers jobs put on nodes.
+ *
+ * @module
+ */
+
+import { BlockError } from "./error.ts";
+import type { BlockDevice } from "./device.ts";
+import { nodeState } from "./_node_state.ts";
+import type { BlockNode } from "./node.ts";
+
+/** Options of {@linkcode BlockGraph}. */
+export interface BlockGraphOptions {
+  /** Uniform numbers in [0, 1) for the two random digits of automatic names. Default: a fixed-seed generator. */
+  random?: () => number;
+}
+
+/** A small deterministic generator (mulberry32) for automatic names. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * The operation blocker on `node` (e.g. `"block device is in use by block job: stream"`), or `undefined`.
+ */
+export function nodeBlocker(node: BlockNode): string | undefined {
+  return nodeState(node).blocker;
+}
+
+/**
+ * Throws qemu's `Node '<name>' is busy: <reason>` if `node` is blocked.
+ *
+ * @example
+ * ```ts ignore
+ * checkNotBusy(top); // BlockError NODE_BUSY when a stream job owns it
+ * ```
+ */
+export function checkNotBusy(node: BlockNode): void {
+  const reason = nodeState(node).blocker;
+  if (reason !== undefined) {
+    throw new BlockError("NODE_BUSY", `Node '${node.nodeName}' is busy: ${reason}`);
+  }
+}
+
+/** Puts a blocker on `node` until the returned function is called. */
+export function blockNode(node: BlockNode, reason: string): () => void {
+  const state = nodeState(node);
+  state.blocker = reason;
+  return () => {
+    if (state.blocker === reason) state.blocker = undefined;
+  };
+}
+
+/**
+ * The nodes (by node-name) and devices (by name) of one daemon.
+ *
+ * @example
+ * ```ts
+ * import { BlockGraph } from "./graph.ts";
+ * const graph = new BlockGraph();
+ * console.log(graph.autoName().startsWith("#block0")); // true
+ * try {
+ *   graph.lookup("nonexist");
+ * } catch (e) {
+ *   console.log((e as Error).message); // Cannot find device='nonexist' nor node-name='nonexist'
+ * }
+ * ```
+ */
+export class BlockGraph {
+  #nodes = new Map<string, BlockNode>();
+  #devices = new Map<string, BlockDevice>();
+  #counter = 0;
+  #random: () => number;
+
+  /** Makes an empty graph. */
+  constructor(options: BlockGraphOptions = {}) {
+    this.#random = options.random ?? seeded(0x51ed);
+  }
+
+  /** qemu's automatic node name: `#block`, a counter, two random digits (`#block093`, `#block138`). */
+  autoName(): string {
+    const rnd = Math.min(99, Math.floor(this.#random() * 100));
+    return `#block${this.#counter++}${String(rnd).padStart(2, "0")}`;
+  }
+
+  /** Adds a node; throws `Duplicate nodes with node-name='…'` if its name is taken. */
+  addNode(node: BlockNode): BlockNode {
+    if (this.#nodes.has(node.nodeName)) {
+      throw new BlockError(
+        "NODE_NAME_IN_USE",
+        `Duplicate nodes with node-name='${node.nodeName}'`,
+      );
+    }
+    this.#nodes.set(node.nodeName, node);
+    return node;
+  }
+
+  /** Removes a node (not its backing). */
+  removeNode(node: BlockNode): void {
+    if (this.#nodes.get(node.nodeName) === node) this.#nodes.delete(node.nodeName);
+  }
+
+  /** Adds a named device. */
+  addDevice(device: BlockDevice): BlockDevice {
+    if (device.name === "" || this.#devices.has(device.name)) {
+      throw new BlockError("DEVICE_NAME_IN_USE", `Device with id '${device.name}' already exists`);
+    }
+    this.#devices.set(device.name, device);
+    return device;
+  }
+
+  /** Removes a device. */
+  removeDevice(device: BlockDevice): void {
+    if (this.#devices.get(device.name) === device) this.#devices.delete(device.name);
+  }
+
+  /** Every node, in the order added. */
+  nodes(): BlockNode[] {
+    return [...this.#nodes.values()];
+  }
+
+  /** Every device, in the order added. */
+  devices(): BlockDevice[] {
+    return [...this.#devices.values()];
+  }
+
+  /** The node with this node-name, or `undefined`. */
+  getNode(name: string): BlockNode | undefined {
+    return this.#nodes.get(name);
+  }
+
+  /** The device with this name, or `undefined`. */
+  getDevice(name: string): BlockDevice | undefined {
+    return this.#devices.get(name);
+  }
+
+  /**
+   * A device name or a node name, as qemu's `device` arguments take:
+   * `Cannot find device='X' nor node-name='X'`.
+   */
+  lookup(name: string): { node: BlockNode; device: BlockDevice | undefined } {
+    const device = this.#devices.get(name);
+    if (device) return { node: device.top, device };
+    const node = this.#nodes.get(name);
+    if (node) return { node, device: this.devices().find((d) => d.top === node) };
+    throw new BlockError("NODE_NOT_FOUND", `Cannot find device='${name}' nor node-name='${name}'`);
+  }
+
+  /** A node name only, as `base-node` and `bottom` take: `Cannot find device='' nor node-name='X'`. */
+  lookupNode(name: string): BlockNode {
+    const node = this.#nodes.get(name);
+    if (node) return node;
+    throw new BlockError("NODE_NOT_FOUND", `Cannot find device='' nor node-name='${name}'`);
+  }
+}

@@ -1,0 +1,82 @@
+/**
+ * One node of the block graph: qemu's `BlockDriverState`.
+ *
+ * A node is an image (QED, raw), a protocol (a file, a remote template) or
+ * anything else that answers positional reads. Format nodes chain through
+ * {@linkcode BlockNode.backing}: what a node does not allocate is read from
+ * the node below. Every node has a `nodeName`, as in qemu, so that the
+ * monitor can address it.
+ *
+ * @module
+ */
+
+/** The status of a run of bytes in one node alone ("unallocated" = falls through to the backing). */
+export type BlockStatusKind = "data" | "zero" | "unallocated";
+
+/** The run starting at an asked offset that has one {@linkcode BlockStatusKind} in a node. */
+export interface BlockStatus {
+  /** What the node holds for the run. */
+  kind: BlockStatusKind;
+  /** Length of the run in bytes, at least 1 and at most the asked length. */
+  length: number;
+}
+
+/** What to write into a node's header when its backing link changes. */
+export interface BackingChange {
+  /** The backing file name to record; `null` removes the link. */
+  backingFile: string | null;
+  /** The backing format to record (`"raw"` sets QED's no-probe bit); ignored without a name. */
+  backingFormat?: string;
+}
+
+/** One node of the block graph (qemu's `BlockDriverState`). */
+export interface BlockNode {
+  /** qemu's node-name (auto names look like `#block123`). */
+  readonly nodeName: string;
+  /** The driver: `"qed"`, `"raw"`, `"file"`, `"sim-remote"`, ... */
+  readonly driver: string;
+  /** The filename as `query-named-block-nodes` shows it (a path, a URI or a description). */
+  readonly filename: string;
+  /** Virtual size in bytes. */
+  readonly size: number;
+  /** Whether writes are refused. */
+  readonly readOnly: boolean;
+  /** The next node down the chain, or `null`. */
+  readonly backing: BlockNode | null;
+  /**
+   * The allocation unit for copy-on-read widening (qemu's `cluster_size`);
+   * absent for nodes without clusters (no widening).
+   */
+  readonly clusterSize?: number;
+  /** Reads through this node: its data, its zeros, or the backing's bytes (zeros past the backing's end). */
+  read(offset: number, buf: Uint8Array): Promise<void>;
+  /** Writes `data` at `offset` into this node. */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Makes the range read as zeros, as zero clusters where the format can. */
+  writeZeroes(offset: number, length: number): Promise<void>;
+  /** Makes every completed write durable. */
+  flush(): Promise<void>;
+  /** The status of this node alone for the run starting at `offset` (length at most `length`). */
+  blockStatus(offset: number, length: number): Promise<BlockStatus>;
+  /**
+   * Changes the backing link: first the graph (reads now fall through to
+   * `backing`), then the image header as qemu's change-backing-file does.
+   * Absent on nodes that cannot have a backing file.
+   */
+  setBacking?(backing: BlockNode | null, change: BackingChange): Promise<void>;
+  /** Releases the node (not its backing). */
+  close(): Promise<void>;
+}
+
+/**
+ * The nodes of the chain starting at `node` (itself first), down to the
+ * bottom.
+ *
+ * @example
+ * ```ts ignore
+ * for (const n of chainOf(top)) console.log(n.nodeName);
+ * ```
+ */
+export function* chainOf(node: BlockNode | null): Generator<BlockNode> {
+  for (let n = node, i = 0; n && i < 1024; n = n.backing, i++) yield n;
+}
