@@ -1,0 +1,41 @@
+/**
+ * The machine a benchmark ran on, for its report: cores, CPU model, OS and
+ * the Deno version.
+ *
+ * @module
+ */
+
+/** What {@linkcode machineInfo} reports. */
+export interface MachineInfo {
+  /** Logical CPUs. */
+  cores: number;
+  /** The CPU's model name, or `unknown`. */
+  cpu: string;
+  /** Operating system, kernel release and architecture. */
+  os: string;
+  /** Deno, V8 and TypeScript versions. */
+  deno: string;
+}
+
+/** Reads the machine's description (Linux `/proc/cpuinfo` where present). */
+export async function machineInfo(): Promise<MachineInfo> {
+  let cpu = "unknown";
+  try {
+    const text = await Deno.readTextFile("/proc/cpuinfo");
+    cpu = /^model name\s*:\s*(.+)$/m.exec(text)?.[1]?.trim() ?? cpu;
+  } catch {
+    // Not Linux: the model stays unknown.
+  }
+  return {
+    cores: navigator.hardwareConcurrency,
+    cpu,
+    os: `${Deno.build.os} ${Deno.osRelease()} ${Deno.build.arch}`,
+    deno:
+      `deno ${Deno.version.deno} (v8 ${Deno.version.v8}, typescript ${Deno.version.typescript})`,
+  };
+}
+
+/** The machine as report lines. */
+export function formatMachine(m: MachineInfo): string {
+  return `machine: ${m.cores} cores, ${m.cpu}, ${m.os}\n${m.deno}\n`;
+}
