@@ -211,6 +211,8 @@ export interface ComparisonResult {
     maxInFlight: number;
     machines: number;
     clusterSize: number;
+    /** `virtual` when every scenario ran on a {@linkcode VirtualClock}, else `real`. */
+    timeBase: "virtual" | "real";
   };
   /** One result per scenario, in run order. */
   scenarios: ScenarioResult[];
@@ -250,7 +252,7 @@ export async function runComparison(options: ComparisonOptions = {}): Promise<Co
   });
   const kinds = options.scenarios ?? SCENARIO_KINDS;
   const machines = Math.max(1, options.machines ?? 3);
-  const settings = {
+  const settings: ComparisonResult["settings"] = {
     seed,
     templateSize: template.size,
     templateDataBytes: template.dataBytes,
@@ -260,6 +262,7 @@ export async function runComparison(options: ComparisonOptions = {}): Promise<Co
     maxInFlight: options.maxInFlight ?? 64,
     machines,
     clusterSize: options.clusterSize ?? 65536,
+    timeBase: "virtual",
   };
   const scenarios: ScenarioResult[] = [];
   const timeline: ComparisonTimeline = {
@@ -274,6 +277,7 @@ export async function runComparison(options: ComparisonOptions = {}): Promise<Co
     timeline.localBytes.push(out.local);
     timeline.latency.push(out.latency);
     timeline.markers.push(...out.markers);
+    if (!out.virtual) settings.timeBase = "real";
   }
   const verified = scenarios.every((s) => s.machines.every((m) => m.verify?.ok ?? true));
   return { settings, scenarios, timeline, verified };
@@ -286,7 +290,9 @@ async function runScenario(
   template: SparseTemplate,
   settings: ComparisonResult["settings"],
   options: ComparisonOptions,
-): Promise<{ result: ScenarioResult; local: Series; latency: Series; markers: Marker[] }> {
+): Promise<
+  { result: ScenarioResult; local: Series; latency: Series; markers: Marker[]; virtual: boolean }
+> {
   const clock = options.clock?.() ?? new VirtualClock();
   const label = scenarioLabel(kind, settings.machines);
   const repo = new RemoteTemplate(template, {
@@ -394,6 +400,7 @@ async function runScenario(
     local: { label, points },
     latency: { label, points: thin(latencyPoints) },
     markers,
+    virtual: clock instanceof VirtualClock,
   };
 }
 
@@ -574,10 +581,11 @@ export function comparisonSvg(result: ComparisonResult): string {
       `template ${formatBytes(st.templateSize)} (${formatBytes(st.templateDataBytes)} data), ` +
       `${
         (st.bandwidth * 8 / 1e9).toFixed(2)
-      } Gbit/s, RTT ${st.rttMs} ms, seed ${st.seed}; virtual time`,
+      } Gbit/s, RTT ${st.rttMs} ms, seed ${st.seed}; ${st.timeBase} time`,
     localBytes: result.timeline.localBytes,
     referenceBytes: result.timeline.referenceBytes,
     latency: result.timeline.latency,
     markers: result.timeline.markers,
+    timeAxis: `${st.timeBase} time`,
   });
 }

@@ -36,6 +36,8 @@ export interface TimelineChart {
   markers?: readonly Marker[];
   /** Extra lines printed under the title (the parameters of the run). */
   subtitle?: string;
+  /** The time axes' caption. Default `virtual time`. */
+  timeAxis?: string;
 }
 
 const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2"];
@@ -132,9 +134,9 @@ export function renderTimelineSvg(chart: TimelineChart): string {
     }
     out.push(
       `<rect x="${LEFT}" y="${top}" width="${PLOT_W}" height="${PLOT_H}" fill="none" stroke="#888"/>`,
-      `<text x="${LEFT + PLOT_W / 2}" y="${
-        top + PLOT_H + 34
-      }" text-anchor="middle" fill="#555">virtual time</text>`,
+      `<text x="${LEFT + PLOT_W / 2}" y="${top + PLOT_H + 34}" text-anchor="middle" fill="#555">${
+        esc(chart.timeAxis ?? "virtual time")
+      }</text>`,
     );
   };
 
