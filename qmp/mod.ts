@@ -1,0 +1,84 @@
+/**
+ * The QMP monitor: a server indistinguishable from qemu-storage-daemon 7.2's
+ * for everything streaming touches, and a client for either.
+ *
+ * - {@linkcode QmpServer} serves sessions over any {@linkcode ByteTransport}
+ *   ({@linkcode listen} puts it on a Unix socket or TCP port); commands are
+ *   a schema ({@linkcode QMP_COMMAND_SCHEMAS}) plus a handler wired with
+ *   `server.commands.handle(name, fn)`; events go out with
+ *   `server.emitEvent(name, data)`.
+ * - {@linkcode QmpClient} connects, negotiates, executes and waits for events.
+ * - {@linkcode JsonMessageParser} is qemu's streaming JSON parser, errors and
+ *   limits included; {@linkcode toQemuJson} is qemu's JSON writer.
+ *
+ * @example Wire a command, then call it through the client
+ * ```ts
+ * import { memoryTransportPair, QmpClient, QmpServer } from "./mod.ts";
+ * const server = new QmpServer();
+ * server.commands.handle("query-jobs", () => []);
+ * const [mine, theirs] = memoryTransportPair();
+ * void server.serve(theirs);
+ * const qmp = await QmpClient.connect({ transport: mine });
+ * console.log(await qmp.execute("query-jobs")); // []
+ * await qmp.close();
+ * ```
+ *
+ * @module
+ */
+
+export {
+  QmpClient,
+  type QmpClientOptions,
+  type QmpEvent,
+  type QmpGreeting,
+  type WaitEventOptions,
+} from "./client.ts";
+export {
+  type QmpCommand,
+  type QmpCommandContext,
+  type QmpCommandHandler,
+  QmpCommandRegistry,
+  type QmpSessionControl,
+} from "./command_registry.ts";
+export { genericError, QmpConnectionError, QmpError, type QmpErrorClass } from "./error.ts";
+export {
+  type JsonMessage,
+  type JsonMessageHandler,
+  JsonMessageParser,
+  type JsonParserLimits,
+  QEMU_JSON_LIMITS,
+} from "./json_parser.ts";
+export { isJsonObject, type JsonObject, type JsonValue, QNum } from "./json_value.ts";
+export { formatDouble, quoteString, toQemuJson } from "./json_writer.ts";
+export { q, type QapiMember, type QapiStruct, type QapiType, visitArguments } from "./qapi_type.ts";
+export { qdictKeys } from "./qdict_order.ts";
+export {
+  BLOCK_STREAM,
+  BLOCKDEV_ON_ERROR,
+  commandSchema,
+  IO_STATUS,
+  JOB_STATUS,
+  JOB_TYPE,
+  QMP_CAPABILITY,
+  QMP_COMMAND_SCHEMAS,
+  type QmpCommandSchema,
+} from "./schema.ts";
+export {
+  QMP_REQUEST_QUEUE_MAX,
+  QmpServer,
+  type QmpServerOptions,
+  type QmpVersion,
+} from "./server.ts";
+export {
+  connect,
+  connTransport,
+  listen,
+  type QmpAddress,
+  type QmpListener,
+  type TransportServer,
+} from "./socket_transport.ts";
+export {
+  type ByteTransport,
+  type MemoryTransportOptions,
+  memoryTransportPair,
+} from "./transport.ts";
