@@ -117,6 +117,8 @@ export function checkOption(
       }
       return value;
     case "ref":
+      // keyval spells JSON null as the string "null" (qemu: backing=null).
+      if (fromKeyval && type.nullable && value === "null") return null;
       if (typeof value === "string") return value;
       if (value === null && type.nullable) return null;
       if (typeof value === "object" && value !== null && !Array.isArray(value)) {

@@ -1,0 +1,242 @@
+/**
+ * Builds block nodes from `--blockdev` / `blockdev-add` options, as
+ * qemu-storage-daemon does: protocol nodes (`file`, `nbd`, `null-co`), format
+ * nodes over them (`raw`, `qed`, whose backing chain is opened from the image
+ * header unless `backing` names a node or is `null`), and `copy-on-read`
+ * filters.
+ *
+ * @module
+ */
+
+import { BlockDevice } from "../block/device.ts";
+import { BlockError } from "../block/error.ts";
+import type { BlockGraph } from "../block/graph.ts";
+import type { BlockNode, BlockStatus } from "../block/node.ts";
+import { openNodeChain } from "../block/open_chain.ts";
+import { qedNode } from "../block/qed_node.ts";
+import { rawNode } from "../block/raw_node.ts";
+import { sourceNode } from "../block/source_node.ts";
+import { FileStorage } from "../io/file_storage.ts";
+import type { Storage } from "../io/storage.ts";
+import { NbdClient } from "../nbd/client.ts";
+import type { NbdAddress } from "../nbd/address.ts";
+import { QedImage } from "../qed/image.ts";
+import { resolveBackingPath } from "../qed/open_file.ts";
+import { RawImage } from "../qed/raw_image.ts";
+import type { BlockdevOptions } from "./blockdev_schema.ts";
+
+/** A node the daemon made, with how to release it. */
+interface Built {
+  node: BlockNode;
+  /** The storage of a protocol node, for a format node to open. */
+  storage?: Storage;
+  /** Releases what this node owns (not its children). */
+  close(): Promise<void>;
+}
+
+/** Builds and owns the nodes of one daemon. */
+export class GraphBuilder {
+  readonly graph: BlockGraph;
+  #built: Built[] = [];
+  #storages = new Map<BlockNode, Storage>();
+
+  /** Builds into `graph`. */
+  constructor(graph: BlockGraph) {
+    this.graph = graph;
+  }
+
+  /**
+   * Adds the node `options` describes (and the inline children it defines),
+   * registering each in the graph. Nothing is registered when it fails.
+   */
+  async add(options: BlockdevOptions): Promise<BlockNode> {
+    const name = options["node-name"];
+    if (name === undefined) {
+      throw new BlockError("NODE_NAME_REQUIRED", "'node-name' must be specified for the root node");
+    }
+    return await this.#build(options, name);
+  }
+
+  async #child(ref: unknown): Promise<BlockNode> {
+    if (typeof ref === "string") return this.graph.lookup(ref).node;
+    const options = ref as BlockdevOptions;
+    return await this.#build(options, options["node-name"] ?? this.graph.autoName());
+  }
+
+  async #build(options: BlockdevOptions, nodeName: string): Promise<BlockNode> {
+    if (this.graph.getNode(nodeName)) {
+      throw new BlockError("DUPLICATE_NODE", `Duplicate nodes with node-name='${nodeName}'`);
+    }
+    const readOnly = options["read-only"] ?? false;
+    const built = await this.#make(options, nodeName, readOnly);
+    this.graph.addNode(built.node);
+    this.#built.push(built);
+    if (built.storage) this.#storages.set(built.node, built.storage);
+    return built.node;
+  }
+
+  async #make(options: BlockdevOptions, nodeName: string, readOnly: boolean): Promise<Built> {
+    switch (options.driver) {
+      case "file": {
+        const filename = options.filename as string;
+        const storage = await FileStorage.open(filename, { readOnly });
+        const image = await RawImage.open(storage, { readOnly });
+        const node = rawNode(image, { nodeName, filename, driver: "file" });
+        return { node, storage, close: () => node.close() };
+      }
+      case "null-co": {
+        const size = (options.size as number | undefined) ?? 2 ** 30;
+        const node = sourceNode({ size, read: (_o, buf) => Promise.resolve(void buf.fill(0)) }, {
+          nodeName,
+          driver: "null-co",
+          filename: "null-co://",
+        });
+        return { node, close: () => Promise.resolve() };
+      }
+      case "nbd": {
+        const server = options.server as Record<string, string>;
+        const address: NbdAddress = server.type === "unix"
+          ? { type: "unix", path: server.path! }
+          : { type: "inet", host: server.host!, port: Number(server.port) };
+        const exportName = (options.export as string | undefined) ?? "";
+        const client = await NbdClient.connect({ address, exportName, readOnly: true });
+        const filename = server.type === "unix"
+          ? `nbd+unix:///${exportName}?socket=${server.path}`
+          : `nbd://${server.host}:${server.port}/${exportName}`;
+        const node = sourceNode(client, { nodeName, driver: "nbd", filename });
+        return { node, close: () => client.close() };
+      }
+      case "raw": {
+        const child = await this.#child(options.file);
+        const node = delegateNode(child, { nodeName, driver: "raw", readOnly });
+        return { node, close: () => Promise.resolve() };
+      }
+      case "copy-on-read": {
+        const child = await this.#child(options.file);
+        const bottomName = options.bottom as string | undefined;
+        const bottom = bottomName === undefined ? null : this.graph.lookupNode(bottomName);
+        const device = new BlockDevice(child, { copyOnRead: { bottom } });
+        const node = delegateNode(child, {
+          nodeName,
+          driver: "copy-on-read",
+          readOnly,
+          read: (offset, buf) => device.read(offset, buf),
+        });
+        return { node, close: () => Promise.resolve() };
+      }
+      case "qed":
+        return await this.#qed(options, nodeName, readOnly);
+    }
+  }
+
+  async #qed(options: BlockdevOptions, nodeName: string, readOnly: boolean): Promise<Built> {
+    const file = await this.#child(options.file);
+    const storage = this.#storages.get(file);
+    if (!storage) {
+      throw new BlockError(
+        "NOT_A_FILE",
+        `Node '${file.nodeName}' cannot hold a QED image: its driver is '${file.driver}'`,
+      );
+    }
+    // The file node keeps the storage; the image must not close it twice.
+    const image = await QedImage.open(unclosable(storage), { readOnly });
+    let backing: BlockNode | null = null;
+    let closeChain = () => Promise.resolve();
+    try {
+      if (typeof options.backing === "string") {
+        backing = this.graph.lookupNode(options.backing);
+      } else if (options.backing && typeof options.backing === "object") {
+        backing = await this.#child(options.backing);
+      } else if (options.backing !== null && image.backingFile !== undefined) {
+        const chain = await openNodeChain(resolveBackingPath(file.filename, image.backingFile), {
+          readOnly: true,
+          graph: this.graph,
+          ...(image.backingFormat === "raw" ? { format: "raw" as const } : {}),
+        });
+        backing = chain.top;
+        closeChain = () => chain.close();
+      }
+    } catch (e) {
+      await image.close();
+      throw e;
+    }
+    const node = qedNode(image, { nodeName, filename: file.filename, backing });
+    return {
+      node,
+      async close() {
+        await node.close();
+        await closeChain();
+      },
+    };
+  }
+
+  /** Removes a node added by {@linkcode add}: refused while another node uses it. */
+  async remove(nodeName: string): Promise<void> {
+    const index = this.#built.findIndex((b) => b.node.nodeName === nodeName);
+    if (index < 0) {
+      throw new BlockError("NODE_NOT_FOUND", `Failed to find node with node-name='${nodeName}'`);
+    }
+    const built = this.#built[index]!;
+    this.#built.splice(index, 1);
+    this.graph.removeNode(built.node);
+    await built.close();
+  }
+
+  /** Closes every node, newest first (format nodes before the files below them). */
+  async close(): Promise<void> {
+    for (const built of this.#built.reverse()) {
+      this.graph.removeNode(built.node);
+      await built.close().catch(() => {});
+    }
+    this.#built = [];
+  }
+}
+
+/** A node that passes everything to `child` (a raw format over a protocol, a filter). */
+function delegateNode(
+  child: BlockNode,
+  options: {
+    nodeName: string;
+    driver: string;
+    readOnly: boolean;
+    read?: (offset: number, buf: Uint8Array) => Promise<void>;
+  },
+): BlockNode {
+  const refuse = () =>
+    Promise.reject(new BlockError("READ_ONLY", `Node '${options.nodeName}' is read-only`));
+  const readOnly = options.readOnly || child.readOnly;
+  return {
+    nodeName: options.nodeName,
+    driver: options.driver,
+    get filename() {
+      return child.filename;
+    },
+    get size() {
+      return child.size;
+    },
+    readOnly,
+    get backing() {
+      return child.backing;
+    },
+    ...(child.clusterSize === undefined ? {} : { clusterSize: child.clusterSize }),
+    read: options.read ?? ((offset, buf) => child.read(offset, buf)),
+    write: (offset, data) => readOnly ? refuse() : child.write(offset, data),
+    writeZeroes: (offset, length) => readOnly ? refuse() : child.writeZeroes(offset, length),
+    flush: () => child.flush(),
+    blockStatus: (offset, length): Promise<BlockStatus> => child.blockStatus(offset, length),
+    close: () => Promise.resolve(),
+  };
+}
+
+/** `storage`, except that closing it does nothing (its owner closes it). */
+function unclosable(storage: Storage): Storage {
+  return {
+    read: (o, b) => storage.read(o, b),
+    write: (o, d) => storage.write(o, d),
+    flush: () => storage.flush(),
+    size: () => storage.size(),
+    truncate: (n) => storage.truncate(n),
+    close: () => Promise.resolve(),
+    ...("path" in storage ? { path: (storage as FileStorage).path } : {}),
+  } as Storage;
+}
