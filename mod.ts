@@ -2,16 +2,37 @@
  * qedstream: disk streaming into copy-on-read QED images.
  *
  * A pure-TypeScript reference implementation and emulator of qemu's QED
- * format, copy-on-read block layer, `block-stream` job and QMP monitor.
+ * format, copy-on-read block layer, `block-stream` job and QMP monitor. Each
+ * folder's `mod.ts` documents its part; this module re-exports them:
  *
- * @example
+ * - `io/`: {@linkcode Storage} (file, memory with power cuts) and {@linkcode Clock}.
+ * - `qed/`: {@linkcode QedImage}, {@linkcode RawImage}, the header and table codecs.
+ * - `nbd/`: {@linkcode NbdClient} and {@linkcode NbdServer}.
+ * - `block/`: nodes, {@linkcode BlockDevice} with copy-on-read, the job core,
+ *   {@linkcode startStream} and {@linkcode streamOne}.
+ * - `qmp/`: {@linkcode QmpServer} and {@linkcode QmpClient}.
+ * - `sim/`: {@linkcode VirtualClock}, the simulated remote template and guest,
+ *   and the provisioning scenarios.
+ *
+ * @example Stream an in-memory overlay into independence
  * ```ts
- * import { MemoryStorage } from "./mod.ts";
+ * import { JobRegistry, MemoryStorage, QedImage, RawImage, qedNode, rawNode, startStream } from "./mod.ts";
+ * const base = await RawImage.open(new MemoryStorage(new Uint8Array(1 << 20).fill(7)));
  * const disk = new MemoryStorage();
- * console.log(await disk.size()); // 0
+ * await QedImage.create(disk, { size: 1 << 20, backingFile: "base.raw", backingFormat: "raw" });
+ * const image = await QedImage.open(disk);
+ * const top = qedNode(image, { nodeName: "ov", backing: rawNode(base, { nodeName: "base" }) });
+ * const job = startStream(new JobRegistry(), top, { jobId: "job0" });
+ * await job.concluded;
+ * console.log(image.backingFile); // undefined
  * ```
  *
  * @module
  */
 
 export * from "./io/mod.ts";
+export * from "./qed/mod.ts";
+export * from "./nbd/mod.ts";
+export * from "./block/mod.ts";
+export * from "./qmp/mod.ts";
+export * from "./sim/mod.ts";
