@@ -15,6 +15,8 @@ export interface MachineInfo {
   os: string;
   /** Deno, V8 and TypeScript versions. */
   deno: string;
+  /** The 1, 5 and 15 minute load averages at the start (other work skews the figures), or `unknown`. */
+  load: string;
 }
 
 /** Reads the machine's description (Linux `/proc/cpuinfo` where present). */
@@ -26,7 +28,14 @@ export async function machineInfo(): Promise<MachineInfo> {
   } catch {
     // Not Linux: the model stays unknown.
   }
+  let load = "unknown";
+  try {
+    load = (await Deno.readTextFile("/proc/loadavg")).split(" ").slice(0, 3).join(" ");
+  } catch {
+    // Not Linux.
+  }
   return {
+    load,
     cores: navigator.hardwareConcurrency,
     cpu,
     os: `${Deno.build.os} ${Deno.osRelease()} ${Deno.build.arch}`,
@@ -37,5 +46,5 @@ export async function machineInfo(): Promise<MachineInfo> {
 
 /** The machine as report lines. */
 export function formatMachine(m: MachineInfo): string {
-  return `machine: ${m.cores} cores, ${m.cpu}, ${m.os}\n${m.deno}\n`;
+  return `machine: ${m.cores} cores, ${m.cpu}, ${m.os}, load average ${m.load}\n${m.deno}\n`;
 }

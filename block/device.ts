@@ -87,6 +87,32 @@ export function corFiltersOf(top: BlockNode): readonly CorFilter[] {
   return nodeState(top).filters;
 }
 
+/** Bounce buffers kept for reuse, by size, holding at most {@linkcode BOUNCE_POOL_BYTES} in all. */
+const bouncePool = new Map<number, Uint8Array[]>();
+const BOUNCE_POOL_BYTES = 32 * 1024 * 1024;
+let pooledBytes = 0;
+
+/**
+ * A bounce buffer of `n` bytes, reused when one is free: a stream allocates
+ * one per chunk, and fresh ones pile up as external memory until V8 collects
+ * them (the process's peak memory grows by tens of MiB).
+ */
+function takeBounce(n: number): Uint8Array {
+  const buffer = bouncePool.get(n)?.pop();
+  if (!buffer) return new Uint8Array(n);
+  pooledBytes -= n;
+  return buffer;
+}
+
+/** Returns a bounce buffer once nothing refers to it any more (the write has completed). */
+function giveBounce(buffer: Uint8Array): void {
+  if (pooledBytes + buffer.length > BOUNCE_POOL_BYTES) return;
+  let free = bouncePool.get(buffer.length);
+  if (!free) bouncePool.set(buffer.length, free = []);
+  free.push(buffer);
+  pooledBytes += buffer.length;
+}
+
 function isZero(buf: Uint8Array): boolean {
   const words = buf.byteOffset % 4 === 0 ? Math.floor(buf.length / 4) : 0;
   const view = new Uint32Array(buf.buffer, buf.byteOffset, words);
@@ -299,11 +325,15 @@ export class BlockDevice {
         const from = Math.max(pos, offset);
         const to = Math.min(pos + n, end);
         if (st.kind === "unallocated") {
-          const bounce = new Uint8Array(n);
-          await top.read(pos, bounce);
-          if (isZero(bounce)) await top.writeZeroes(pos, n);
-          else await top.write(pos, bounce);
-          if (buf && from < to) buf.set(bounce.subarray(from - pos, to - pos), from - offset);
+          const bounce = takeBounce(n);
+          try {
+            await top.read(pos, bounce);
+            if (isZero(bounce)) await top.writeZeroes(pos, n);
+            else await top.write(pos, bounce);
+            if (buf && from < to) buf.set(bounce.subarray(from - pos, to - pos), from - offset);
+          } finally {
+            giveBounce(bounce);
+          }
         } else if (buf && from < to) {
           await top.read(from, buf.subarray(from - offset, to - offset));
         }
