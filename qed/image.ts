@@ -26,6 +26,12 @@
  *   the need-check bit is set (512-byte header read-modify-write) before the
  *   first allocation, and cleared by {@linkcode QedImage.flush} and
  *   {@linkcode QedImage.close} once everything is on disk.
+ * - Without a backing file, updates of an existing L2 table are deferred
+ *   (kept in the pinned cached table) and written per table, coalesced,
+ *   after a flush, at the next flush, close, check, backing change or
+ *   need-check clear, or when more than 8 tables are pending (see
+ *   `#allocateData` for why this is crash-safe). With a backing file they are
+ *   deferred only while allocating writes queue (group commit).
  * - In-memory tables change only after the data they point at is written, so
  *   a concurrent read never sees a mapping to unwritten data.
  *
@@ -36,6 +42,9 @@
  *   huge requests and `check()` reports no spurious leaks (§14.3).
  * - Every entry of a contiguous run is validated, not only the first (§6.4).
  * - table_size 1 images open (qemu refuses them) but are never created (§14.1).
+ * - Without a backing file, existing-table L2 sectors are written at the
+ *   next flush (after a flush of the data) rather than after each write; the
+ *   file's bytes after a flush are qemu's, only the syscall order differs.
  * - Need-check is cleared by `flush()` (qemu: by drain or its 5-second timer,
  *   which runs here only when a clock is given) and by `close()` only while
  *   no corruption is known to remain; qemu's close clears it always (§14.5).
@@ -145,6 +154,13 @@ interface Run {
 }
 
 const ZERO_CHUNK = 1 << 20;
+/**
+ * Most L2 tables with deferred entries at once (each stays pinned in the
+ * cache, so this bounds the memory they hold); never more than the cache
+ * capacity, so a pending table is written before the cache would have to
+ * evict it.
+ */
+const QED_MAX_PENDING_L2_TABLES = 8;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -183,9 +199,12 @@ export class QedImage implements BackingImage {
   #loading = new Map<number, Promise<QedTable>>();
   #lock = new FifoLock();
   /**
-   * Group commit: L2 entry ranges (by table offset) already set in the cached
-   * (pinned) table but not yet written, because their data still awaits the
-   * flush that must precede them; the last lock holder of a queue writes them.
+   * Deferred L2 updates: entry ranges (by table offset) already set in the
+   * cached, pinned table but not yet written. With a backing file they wait
+   * for the flush that must precede them (group commit: the last lock holder
+   * of a queue writes them); without one, until the next flush, check,
+   * backing change or need-check clear, or until more than
+   * {@linkcode QED_MAX_PENDING_L2_TABLES} tables are pending.
    */
   #pendingL2 = new Map<number, { first: number; last: number }>();
   #zeros: Uint8Array | undefined;
@@ -864,8 +883,9 @@ export class QedImage implements BackingImage {
       return run.length;
     } finally {
       try {
-        // The last of a queue of allocating writes writes the L2 updates deferred before it.
-        if (this.#lock.queued === 0) await this.#settleL2();
+        // With a backing file, the last of a queue of allocating writes
+        // writes the L2 updates deferred before it; without one they wait.
+        if (this.#hasBacking && this.#lock.queued === 0) await this.#settleL2();
       } finally {
         release?.();
         this.#armNeedCheckTimer();
@@ -883,7 +903,8 @@ export class QedImage implements BackingImage {
     const end = pos + data.length;
     const clusterEnd = Math.ceil(end / cs) * cs;
     const count = (clusterEnd - start) / cs;
-    await this.#setNeedCheck();
+    const needCheck = this.#setNeedCheck();
+    if (needCheck) await needCheck;
     const host = this.#fileSize;
     this.#fileSize += count * cs;
     if (pos > start) await this.#fill(host, start, pos - start, fromBacking);
@@ -891,12 +912,37 @@ export class QedImage implements BackingImage {
       await this.#fill(host + (end - start), end, clusterEnd - end, fromBacking);
     }
     await this.storage.write(host + (pos - start), data);
-    if (this.#hasBacking) {
+    if (!this.#hasBacking) {
+      // No backing file: qemu writes the L2 sector right after the data, with
+      // no flush, and relies on need-check (§10). Here an update of an
+      // existing table waits in the pinned cached table and is written, with
+      // its neighbours coalesced per table, by #settleL2: at flush(),
+      // close(), check(), changeBackingFile(), before need-check is cleared,
+      // before a zero-cluster update, and when too many tables are pending.
+      // This is crash-safe: (1) a write not followed by a completed flush()
+      // carries no durability promise, and until the entry is on disk the
+      // cluster reads as it did before (unallocated or zero, the write lost
+      // whole); (2) #settleL2 flushes before writing the entries, so an entry
+      // on disk never points at lost data and the need-check header write
+      // (made before the data) is durable before it; (3) whatever else a cut
+      // leaves (a new table's L1 sector, leaked clusters) is what qemu's
+      // order leaves too, and the need-check repair on the next read-write
+      // open fixes it; (4) after flush() every entry is on disk and the bytes
+      // of the file are exactly qemu's. New L2 tables keep qemu's order.
+      const deferred = this.#deferL2(start, count, host);
+      if (deferred === true || (deferred !== false && await deferred)) return;
+    } else {
       // Copied backing data must be durable before an L2 entry points at it.
       // With allocating writes queued behind this one, one flush serves them
       // all (group commit): the entry waits, in the pinned cached table, for
       // the last of them, which flushes and then writes every waiting entry.
-      if (this.#lock.queued > 0 && await this.#deferL2(start, count, host)) return;
+      if (
+        (this.#lock.queued > 0 || this.#pendingL2.size > 0) &&
+        await this.#deferL2(start, count, host)
+      ) {
+        if (this.#lock.queued === 0) await this.#settleL2();
+        return;
+      }
       await this.storage.flush();
       await this.#writePendingL2();
     }
@@ -908,16 +954,49 @@ export class QedImage implements BackingImage {
    * the cached table only, to be written by {@linkcode #settleL2}; returns
    * false (nothing done) when the L2 table does not exist yet.
    */
-  async #deferL2(start: number, count: number, host: number): Promise<boolean> {
+  #deferL2(start: number, count: number, host: number): boolean | Promise<boolean> {
     const g = this.#geometry;
     const l2Offset = this.#l1.get(Math.floor(start / g.l2Span));
     if (l2Offset === QED_UNALLOCATED || !isValidTableOffset(l2Offset, g, this.#fileSize)) {
       return false;
     }
+    const cached = this.#pendingL2.has(l2Offset) ? this.#cache.get(l2Offset) : undefined;
+    // The common case, another entry of a pending (pinned) table, needs no await.
+    return cached
+      ? this.#deferInto(cached, l2Offset, start, count, host)
+      : this.#deferLoaded(l2Offset, start, count, host);
+  }
+
+  /** {@linkcode #deferL2} for a table not pending yet: bound, load, then defer. */
+  async #deferLoaded(
+    l2Offset: number,
+    start: number,
+    count: number,
+    host: number,
+  ): Promise<boolean> {
+    if (
+      !this.#pendingL2.has(l2Offset) &&
+      this.#pendingL2.size >= Math.min(QED_MAX_PENDING_L2_TABLES, this.#cache.capacity)
+    ) {
+      // Bounded: write what is pending (after a flush) before adding a table.
+      await this.#settleL2();
+    }
     const cached = this.#loadTable(l2Offset);
     const loaded = cached instanceof QedTable ? cached : await cached;
     const table = this.#cache.get(l2Offset) ?? loaded;
     this.#cache.set(l2Offset, table);
+    return this.#deferInto(table, l2Offset, start, count, host);
+  }
+
+  /** Sets the entries in the cached `table` and records them as pending. */
+  #deferInto(
+    table: QedTable,
+    l2Offset: number,
+    start: number,
+    count: number,
+    host: number,
+  ): boolean {
+    const g = this.#geometry;
     const first = Math.floor((start % g.l2Span) / g.clusterSize);
     for (let i = 0; i < count; i++) table.set(first + i, host + i * g.clusterSize);
     const range = this.#pendingL2.get(l2Offset);
@@ -931,7 +1010,10 @@ export class QedImage implements BackingImage {
     return true;
   }
 
-  /** Flushes, then writes the deferred L2 entries (lock held). */
+  /**
+   * Flushes, then writes the deferred L2 entries (lock held): the flush makes
+   * their data durable first, with or without a backing file.
+   */
   async #settleL2(): Promise<void> {
     if (this.#pendingL2.size === 0) return;
     await this.storage.flush();
@@ -990,7 +1072,8 @@ export class QedImage implements BackingImage {
       run = await this.#lookup(pos, len);
       if (run.kind === "data") await this.#writeZerosAt(run.host, run.length);
       else if (run.kind === "unallocated") {
-        await this.#setNeedCheck();
+        const needCheck = this.#setNeedCheck();
+        if (needCheck) await needCheck;
         await this.#updateL2(pos, run.length / this.#geometry.clusterSize, () => QED_ZERO_CLUSTER);
       }
       return run.length;
@@ -1054,12 +1137,14 @@ export class QedImage implements BackingImage {
   /**
    * Sets need-check before the first allocation of an image without backing
    * file (lock held). Every allocation cancels a pending need-check timer.
+   * Returns `undefined` when there is nothing to write (the common case: no
+   * await on the hot path).
    */
-  async #setNeedCheck(): Promise<void> {
+  #setNeedCheck(): Promise<void> | undefined {
     this.#cancelNeedCheckTimer();
-    if (this.#hasBacking || this.needsCheck) return;
+    if (this.#hasBacking || this.needsCheck) return undefined;
     this.#header.features |= QED_F_NEED_CHECK;
-    await this.#writeHeaderSector();
+    return this.#writeHeaderSector();
   }
 
   /**

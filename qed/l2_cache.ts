@@ -34,6 +34,8 @@ export class L2Cache {
   readonly capacity: number;
   #tables = new Map<number, QedTable>();
   #pins = new Map<number, number>();
+  /** The most recently used offset: touching it again needs no reordering. */
+  #newest: number | undefined;
 
   /** Makes a cache holding at most `capacity` (at least 1) tables. */
   constructor(capacity: number = QED_DEFAULT_L2_CACHE_SIZE) {
@@ -48,17 +50,22 @@ export class L2Cache {
   /** The table at `offset`, marked most recently used; `undefined` if absent. */
   get(offset: number): QedTable | undefined {
     const table = this.#tables.get(offset);
-    if (table !== undefined) {
+    if (table !== undefined && offset !== this.#newest) {
       this.#tables.delete(offset);
       this.#tables.set(offset, table);
+      this.#newest = offset;
     }
     return table;
   }
 
   /** Stores `table` for `offset`, evicting least recently used unpinned other tables. */
   set(offset: number, table: QedTable): void {
+    // Every allocating write touches its table several times: a delete and
+    // re-insert per touch would keep the Map rehashing.
+    if (offset === this.#newest && this.#tables.get(offset) === table) return;
     this.#tables.delete(offset);
     this.#tables.set(offset, table);
+    this.#newest = offset;
     if (this.#tables.size <= this.capacity) return;
     for (const key of this.#tables.keys()) {
       if (this.#tables.size <= this.capacity) break;
@@ -68,11 +75,13 @@ export class L2Cache {
 
   /** Forgets the table at `offset` (pinned or not). */
   delete(offset: number): void {
+    if (offset === this.#newest) this.#newest = undefined;
     this.#tables.delete(offset);
   }
 
   /** Forgets every table. */
   clear(): void {
+    this.#newest = undefined;
     this.#tables.clear();
   }
 
