@@ -75,8 +75,33 @@ export interface QapiMemberSpec {
 
 const int = (name: QapiIntName): QapiType => ({ kind: "int", name });
 
+/** The shape of {@linkcode q}: the QAPI builtin types and the type constructors. */
+export interface QapiBuilders {
+  readonly str: QapiType;
+  readonly bool: QapiType;
+  readonly int: QapiType;
+  readonly int8: QapiType;
+  readonly int16: QapiType;
+  readonly int32: QapiType;
+  readonly int64: QapiType;
+  readonly uint8: QapiType;
+  readonly uint16: QapiType;
+  readonly uint32: QapiType;
+  readonly uint64: QapiType;
+  readonly size: QapiType;
+  readonly number: QapiType;
+  readonly any: QapiType;
+  readonly null: QapiType;
+  /** An enum with its values. */
+  enumOf(name: string, values: readonly string[]): QapiType;
+  /** A list. */
+  array(element: QapiType): QapiType;
+  /** A struct; keys starting with `*` are optional. */
+  struct(name: string, members: Record<string, QapiType | QapiMemberSpec>): QapiStruct;
+}
+
 /** Builders of {@linkcode QapiType}s. */
-export const q = {
+export const q: QapiBuilders = {
   str: { kind: "str" } as QapiType,
   bool: { kind: "bool" } as QapiType,
   int: int("int"),
