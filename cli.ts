@@ -25,6 +25,7 @@ import { ioCommand } from "./cli/io.ts";
 import { mapCommand } from "./cli/map.ts";
 import { type CliOutput, processOutput } from "./cli/output.ts";
 import { rebaseCommand } from "./cli/rebase.ts";
+import { serveCommand } from "./cli/serve.ts";
 import { streamCommand } from "./cli/stream.ts";
 
 /** A verb: takes its arguments, prints, and returns the exit code. */
@@ -41,6 +42,7 @@ export const VERBS: Readonly<Record<string, Verb>> = {
   io: ioCommand,
   stream: streamCommand,
   demo: demoCommand,
+  serve: serveCommand,
 };
 
 /**
@@ -73,8 +75,8 @@ export async function main(
     out.stderr(`qedstream: Command not found: ${verb} (try 'qedstream help')\n`);
     return 1;
   }
-  // demo has its own help: its options are many and unlike the image verbs'.
-  if (verb !== "demo" && (rest.includes("--help") || rest.includes("-h"))) {
+  // demo and serve have their own help: their options are many and unlike the image verbs'.
+  if (verb !== "demo" && verb !== "serve" && (rest.includes("--help") || rest.includes("-h"))) {
     out.stdout(formatHelp());
     return 0;
   }

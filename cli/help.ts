@@ -47,6 +47,10 @@ Verbs:
         Provision a simulated machine from a remote template by copy, overlay
         and streaming; print the measured comparison, write an SVG timeline
         and verify the images. 'qedstream demo --help' lists every option.
+  serve [--blockdev OPTS]... [--chardev socket,... --monitor ID | --qmp ADDR]...
+        [--nbd-server OPTS --export type=nbd,...]...
+        The emulated machine: qemu-storage-daemon's command line, QMP monitors
+        and NBD exports. 'qedstream serve --help' lists every option.
   help, --help
         Show this help.
   --version

@@ -10,14 +10,21 @@ import { OptionError } from "./keyval.ts";
 import { checkOption, type OptionMember, type OptionType, t } from "./option_schema.ts";
 
 /** The drivers qedstream implements. */
-export const SUPPORTED_DRIVERS = ["file", "raw", "qed", "copy-on-read", "null-co", "nbd"] as const;
+export const SUPPORTED_DRIVERS = [
+  "file",
+  "raw",
+  "qed",
+  "copy-on-read",
+  "null-co",
+  "nbd",
+  "blkdebug",
+] as const;
 
 /** A driver qedstream implements. */
 export type SupportedDriver = typeof SUPPORTED_DRIVERS[number];
 
 /** Drivers qemu 7.2 knows but qedstream does not implement: refused with a clear message. */
 const QEMU_ONLY_DRIVERS = [
-  "blkdebug",
   "blklogwrites",
   "blkreplay",
   "blkverify",
@@ -92,6 +99,8 @@ const variants: Record<string, Record<string, OptionMember>> = {
   raw: { file: t.req(ref), offset: t.opt(t.int(0)), size: t.opt(t.int(0)) },
   qed: { file: t.req(ref), backing: t.opt(refOrNull) },
   "copy-on-read": { file: t.req(ref), bottom: t.opt(t.str) },
+  // A subset of blkdebug: error injection on reads (checked by daemon/blkdebug.ts).
+  blkdebug: { image: t.req(ref), "inject-error": t.opt(t.any) },
   "null-co": { size: t.opt(t.int(0)), "latency-ns": t.opt(t.int(0)), "read-zeroes": t.opt(t.bool) },
   nbd: {
     server: t.req(socketAddress),

@@ -2,8 +2,14 @@
  * Builds block nodes from `--blockdev` / `blockdev-add` options, as
  * qemu-storage-daemon does: protocol nodes (`file`, `nbd`, `null-co`), format
  * nodes over them (`raw`, `qed`, whose backing chain is opened from the image
- * header unless `backing` names a node or is `null`), and `copy-on-read`
- * filters.
+ * header unless `backing` names a node or is `null`), `copy-on-read`
+ * filters and `blkdebug` error injection (`daemon/blkdebug.ts`).
+ *
+ * A backing file named in a header is opened as qemu opens it: a `file`
+ * node and a format node over it, both automatically named and read-only,
+ * registered after the node whose header names them; and every node's
+ * origin (its file child, its options, whether it was opened implicitly) is
+ * recorded for `query-named-block-nodes`.
  *
  * @module
  */
@@ -12,7 +18,6 @@ import { BlockDevice } from "../block/device.ts";
 import { BlockError } from "../block/error.ts";
 import type { BlockGraph } from "../block/graph.ts";
 import type { BlockNode, BlockStatus } from "../block/node.ts";
-import { openNodeChain } from "../block/open_chain.ts";
 import { qedNode } from "../block/qed_node.ts";
 import { rawNode } from "../block/raw_node.ts";
 import { sourceNode } from "../block/source_node.ts";
@@ -21,8 +26,10 @@ import type { Storage } from "../io/storage.ts";
 import { NbdClient } from "../nbd/client.ts";
 import type { NbdAddress } from "../nbd/address.ts";
 import { QedImage } from "../qed/image.ts";
-import { resolveBackingPath } from "../qed/open_file.ts";
+import { probeFormat, resolveBackingPath } from "../qed/open_file.ts";
+import { type NodeOrigin, recordNodeOrigin } from "../qmp/named_block_nodes.ts";
 import { RawImage } from "../qed/raw_image.ts";
+import { checkInjectedRead, parseInjectErrors } from "./blkdebug.ts";
 import type { BlockdevOptions } from "./blockdev_schema.ts";
 
 /** A node the daemon made, with how to release it. */
@@ -32,6 +39,10 @@ interface Built {
   storage?: Storage;
   /** Releases what this node owns (not its children). */
   close(): Promise<void>;
+  /** How it was opened, for `query-named-block-nodes`. */
+  origin?: NodeOrigin;
+  /** Nodes opened implicitly for it (a backing chain from its header), in opening order. */
+  implicitNodes?: BlockNode[];
 }
 
 /** Builds and owns the nodes of one daemon. */
@@ -63,13 +74,19 @@ export class GraphBuilder {
     return await this.#build(options, options["node-name"] ?? this.graph.autoName());
   }
 
-  async #build(options: BlockdevOptions, nodeName: string): Promise<BlockNode> {
+  async #build(options: BlockdevOptions, nodeName: string, implicit = false): Promise<BlockNode> {
     if (this.graph.getNode(nodeName)) {
       throw new BlockError("DUPLICATE_NODE", `Duplicate nodes with node-name='${nodeName}'`);
     }
     const readOnly = options["read-only"] ?? false;
     const built = await this.#make(options, nodeName, readOnly);
     this.graph.addNode(built.node);
+    // qemu names a node before it opens the backing chain its header names.
+    for (const n of built.implicitNodes ?? []) {
+      this.graph.removeNode(n);
+      this.graph.addNode(n);
+    }
+    recordNodeOrigin(built.node, { ...built.origin, ...(implicit ? { implicit } : {}) });
     this.#built.push(built);
     if (built.storage) this.#storages.set(built.node, built.storage);
     return built.node;
@@ -109,7 +126,7 @@ export class GraphBuilder {
       case "raw": {
         const child = await this.#child(options.file);
         const node = delegateNode(child, { nodeName, driver: "raw", readOnly });
-        return { node, close: () => Promise.resolve() };
+        return { node, close: () => Promise.resolve(), origin: { file: child } };
       }
       case "copy-on-read": {
         const child = await this.#child(options.file);
@@ -122,7 +139,27 @@ export class GraphBuilder {
           readOnly,
           read: (offset, buf) => device.read(offset, buf),
         });
-        return { node, close: () => Promise.resolve() };
+        const origin = { file: child, ...(bottomName ? { options: { bottom: bottomName } } : {}) };
+        return { node, close: () => Promise.resolve(), origin };
+      }
+      case "blkdebug": {
+        const { rules, flat } = parseInjectErrors(options["inject-error"]);
+        const child = await this.#child(options.image);
+        const node = delegateNode(child, {
+          nodeName,
+          driver: "blkdebug",
+          readOnly,
+          read: (offset, buf) => {
+            try {
+              checkInjectedRead(rules, offset, buf.length);
+            } catch (e) {
+              return Promise.reject(e);
+            }
+            return child.read(offset, buf);
+          },
+        });
+        const origin = { file: child, fileKey: "image", options: flat };
+        return { node, close: () => Promise.resolve(), origin };
       }
       case "qed":
         return await this.#qed(options, nodeName, readOnly);
@@ -141,33 +178,45 @@ export class GraphBuilder {
     // The file node keeps the storage; the image must not close it twice.
     const image = await QedImage.open(unclosable(storage), { readOnly });
     let backing: BlockNode | null = null;
-    let closeChain = () => Promise.resolve();
+    const before = new Set(this.graph.nodes());
     try {
       if (typeof options.backing === "string") {
         backing = this.graph.lookupNode(options.backing);
       } else if (options.backing && typeof options.backing === "object") {
         backing = await this.#child(options.backing);
       } else if (options.backing !== null && image.backingFile !== undefined) {
-        const chain = await openNodeChain(resolveBackingPath(file.filename, image.backingFile), {
-          readOnly: true,
-          graph: this.graph,
-          ...(image.backingFormat === "raw" ? { format: "raw" as const } : {}),
-        });
-        backing = chain.top;
-        closeChain = () => chain.close();
+        backing = await this.#openBacking(
+          resolveBackingPath(file.filename, image.backingFile),
+          image.backingFormat === "raw" ? "raw" : undefined,
+        );
       }
     } catch (e) {
+      await this.#discard(this.graph.nodes().filter((n) => !before.has(n)));
       await image.close();
       throw e;
     }
+    const implicitNodes = backing ? this.graph.nodes().filter((n) => !before.has(n)) : [];
     const node = qedNode(image, { nodeName, filename: file.filename, backing });
-    return {
-      node,
-      async close() {
-        await node.close();
-        await closeChain();
-      },
-    };
+    return { node, close: () => node.close(), origin: { file }, implicitNodes };
+  }
+
+  /**
+   * Opens a backing file named in a header as qemu does: a read-only `file`
+   * node, then a format node over it (probed unless the header says raw),
+   * both named automatically, the file node first.
+   */
+  async #openBacking(path: string, format: "raw" | undefined): Promise<BlockNode> {
+    const file = await this.#build(
+      { driver: "file", filename: path, "read-only": true },
+      this.graph.autoName(),
+      true,
+    );
+    const driver = format ?? await probeFormat(this.#storages.get(file)!);
+    return await this.#build(
+      { driver, file: file.nodeName, "read-only": true },
+      this.graph.autoName(),
+      true,
+    );
   }
 
   /** Removes a node added by {@linkcode add}: refused while another node uses it. */
@@ -180,6 +229,19 @@ export class GraphBuilder {
     this.#built.splice(index, 1);
     this.graph.removeNode(built.node);
     await built.close();
+    // The backing chain its header named goes with it, as qemu drops unused nodes.
+    await this.#discard(built.implicitNodes ?? []);
+  }
+
+  /** Removes and closes nodes this builder made, newest first. */
+  async #discard(nodes: BlockNode[]): Promise<void> {
+    for (const node of [...nodes].reverse()) {
+      const i = this.#built.findIndex((b) => b.node === node);
+      if (i < 0) continue;
+      const [built] = this.#built.splice(i, 1);
+      this.graph.removeNode(node);
+      await built!.close().catch(() => {});
+    }
   }
 
   /** Closes every node, newest first (format nodes before the files below them). */

@@ -40,7 +40,8 @@ export interface Clock {
  */
 export const systemClock: Clock = {
   now: () => performance.now(),
-  wallTime: () => Date.now(),
+  // Microsecond resolution, as qemu stamps its events.
+  wallTime: () => performance.timeOrigin + performance.now(),
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     return new Promise((resolve, reject) => {

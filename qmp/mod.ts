@@ -7,6 +7,9 @@
  *   a schema ({@linkcode QMP_COMMAND_SCHEMAS}) plus a handler wired with
  *   `server.commands.handle(name, fn)`; events go out with
  *   `server.emitEvent(name, data)`.
+ * - {@linkcode registerBlockCommands} wires the block and job commands (and
+ *   the seed era's `block_stream` / `query-block-stream`) over a block graph
+ *   and a job registry, forwarding job events.
  * - {@linkcode QmpClient} connects, negotiates, executes and waits for events.
  * - {@linkcode JsonMessageParser} is qemu's streaming JSON parser, errors and
  *   limits included; {@linkcode toQemuJson} is qemu's JSON writer.
@@ -26,6 +29,12 @@
  * @module
  */
 
+export {
+  type BlockCommandsContext,
+  type BlockCommandsOptions,
+  registerBlockCommands,
+} from "./block_commands.ts";
+export { blockErrorToQmp, withQmpErrors } from "./block_error_map.ts";
 export {
   QmpClient,
   type QmpClientOptions,
@@ -48,9 +57,27 @@ export {
   type JsonParserLimits,
   QEMU_JSON_LIMITS,
 } from "./json_parser.ts";
+export { registerJobCommands } from "./job_commands.ts";
 export { isJsonObject, type JsonObject, type JsonValue, QNum } from "./json_value.ts";
 export { formatDouble, quoteString, toQemuJson } from "./json_writer.ts";
-export { q, type QapiMember, type QapiStruct, type QapiType, visitArguments } from "./qapi_type.ts";
+export {
+  blockDeviceInfo,
+  denoStat,
+  type HostFileStat,
+  type NamedBlockNodesOptions,
+  type NodeOrigin,
+  nodeOrigin,
+  queryNamedBlockNodes,
+  recordNodeOrigin,
+} from "./named_block_nodes.ts";
+export {
+  q,
+  type QapiBuilders,
+  type QapiMember,
+  type QapiStruct,
+  type QapiType,
+  visitArguments,
+} from "./qapi_type.ts";
 export { qdictKeys } from "./qdict_order.ts";
 export {
   BLOCK_STREAM,
@@ -63,6 +90,13 @@ export {
   QMP_COMMAND_SCHEMAS,
   type QmpCommandSchema,
 } from "./schema.ts";
+export {
+  BLOCK_STREAM_COMPLETED,
+  registerSeedCommands,
+  SEED_BLOCK_STREAM,
+  SEED_QUERY_BLOCK_STREAM,
+  type SeedCommandsContext,
+} from "./seed_commands.ts";
 export {
   QMP_REQUEST_QUEUE_MAX,
   QmpServer,
