@@ -18,6 +18,7 @@ const RANK: Record<string, number> = {
   sim: 3,
   manage: 4,
   daemon: 4,
+  emulator: 5,
   cli: 5,
   "cli.ts": 5,
   "mod.ts": 6,
