@@ -9,6 +9,8 @@
  */
 
 import { FileStorage } from "../io/file_storage.ts";
+import { NbdClient } from "../nbd/client.ts";
+import { isNbdUri, parseNbdUri } from "../nbd/uri.ts";
 import { QedImage } from "../qed/image.ts";
 import { RawImage } from "../qed/raw_image.ts";
 import { lastValue, parseArgs } from "./args.ts";
@@ -219,6 +221,7 @@ export async function createCommand(argv: readonly string[], out: CliOutput): Pr
  */
 async function backingSize(options: CreateOptions): Promise<number> {
   const name = options.backingFile!;
+  if (isNbdUri(name)) return await nbdBackingSize(options.file, name);
   const path = combinePath(options.file, name);
   const fmt = options.backingFormat === "raw" || options.backingFormat === "qed"
     ? options.backingFormat
@@ -238,5 +241,26 @@ async function backingSize(options: CreateOptions): Promise<number> {
     return Math.ceil(opened.image.size / 512) * 512;
   } finally {
     await opened.close();
+  }
+}
+
+/** The size of an NBD export named as a backing file (qemu's URI syntax), as qemu-img asks it. */
+async function nbdBackingSize(file: string, uri: string): Promise<number> {
+  let client: NbdClient;
+  try {
+    const target = parseNbdUri(uri);
+    client = await NbdClient.connect({
+      address: target.address,
+      exportName: target.exportName,
+      readOnly: true,
+      reconnect: false,
+    });
+  } catch (e) {
+    throw new CliError(`${file}: Could not open '${uri}': ${describeError(e)}`, { cause: e });
+  }
+  try {
+    return Math.ceil(client.size / 512) * 512;
+  } finally {
+    await client.close();
   }
 }
