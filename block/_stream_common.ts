@@ -52,6 +52,12 @@ export async function rewriteBacking(
   if (!top.setBacking) {
     throw new BlockError("EPERM", `Node '${top.nodeName}' cannot change its backing file`);
   }
+  // Every copied cluster's L2 entry must be durable before the header stops
+  // naming the backing file: otherwise a power cut on a disk that reorders
+  // unflushed writes can keep the new header but lose the last entries, and
+  // those clusters would read zeros instead of the template's data (found by
+  // tests/reliability/power_cut_test.ts).
+  await top.flush();
   await top.setBacking(
     base,
     base

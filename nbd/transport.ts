@@ -70,6 +70,8 @@ export function listenStream(address: NbdAddress): NbdListener {
   const listener = address.type === "unix"
     ? Deno.listen({ transport: "unix", path: address.path })
     : Deno.listen({ transport: "tcp", hostname: address.host, port: address.port });
+  // Owner-only, like the QMP socket: the umask alone may let others connect.
+  if (address.type === "unix") Deno.chmodSync(address.path, 0o600);
   const bound: NbdAddress = address.type === "unix"
     ? address
     : { type: "inet", host: address.host, port: (listener.addr as Deno.NetAddr).port };

@@ -6,7 +6,7 @@
  */
 
 import { realpath } from "node:fs/promises";
-import { dirname, isAbsolute, join } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { FileStorage } from "../io/file_storage.ts";
 import { readFull, type Storage } from "../io/storage.ts";
 import { BackingChainError } from "./error.ts";
@@ -74,6 +74,19 @@ export interface OpenImageFileOptions {
   format?: ImageFormat;
   /** Open the backing chain and attach it. Default `true`. */
   backing?: boolean;
+  /**
+   * Only open backing files inside this folder: for images from an untrusted
+   * source, whose backing name could point anywhere. A name that resolves
+   * outside it (an absolute path elsewhere, `..`, or a symlink, checked on
+   * the real path) is refused. Default: no restriction, as qemu.
+   */
+  backingRoot?: string;
+}
+
+/** Whether `path` is `root` or lies below it (both absolute and normalised). */
+function isInside(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === "" || (!rel.startsWith(`..${sep}`) && rel !== ".." && !isAbsolute(rel));
 }
 
 /**
@@ -84,7 +97,9 @@ export interface OpenImageFileOptions {
  * @throws {BackingChainError} `QED_BACKING_MISSING` when a backing file does
  * not exist, `QED_BACKING_OPEN` when it cannot be opened (the cause says
  * why), `QED_BACKING_LOOP` / `QED_BACKING_TOO_DEEP` for a chain that loops
- * or is deeper than {@linkcode MAX_BACKING_CHAIN_DEPTH}.
+ * or is deeper than {@linkcode MAX_BACKING_CHAIN_DEPTH},
+ * `QED_BACKING_OUTSIDE_ROOT` when `backingRoot` is given and a backing name
+ * resolves outside it.
  *
  * @example
  * ```ts ignore
@@ -102,12 +117,20 @@ export function openImageFile(
     readOnly: options.readOnly ?? false,
     format: options.format,
     backing: options.backing ?? true,
+    root: options.backingRoot,
   }, []);
+}
+
+interface ChainOptions {
+  readOnly: boolean;
+  format: ImageFormat | undefined;
+  backing: boolean;
+  root: string | undefined;
 }
 
 async function openChain(
   path: string,
-  options: { readOnly: boolean; format: ImageFormat | undefined; backing: boolean },
+  options: ChainOptions,
   seen: string[],
 ): Promise<OpenedImage> {
   const storage = await FileStorage.open(path, { readOnly: options.readOnly });
@@ -122,7 +145,7 @@ async function openChain(
     image = qed;
     let backing: OpenedImage | null = null;
     if (options.backing && qed.backingFile !== undefined) {
-      backing = await openBacking(path, qed, [...seen, await realpath(path)]);
+      backing = await openBacking(path, qed, [...seen, await realpath(path)], options.root);
       qed.backing = backing.image;
     }
     return chainNode(path, format, qed, backing);
@@ -132,18 +155,38 @@ async function openChain(
   }
 }
 
-async function openBacking(path: string, qed: QedImage, seen: string[]): Promise<OpenedImage> {
+async function openBacking(
+  path: string,
+  qed: QedImage,
+  seen: string[],
+  root: string | undefined,
+): Promise<OpenedImage> {
   const name = qed.backingFile!;
   const backingPath = resolveBackingPath(path, name);
+  const outside = (where: string, allowed: string) =>
+    new BackingChainError(
+      "QED_BACKING_OUTSIDE_ROOT",
+      `Could not open backing file of '${path}': '${name}' resolves to '${where}', ` +
+        `outside the allowed folder '${allowed}'`,
+    );
+  // Judged on the real path (symlinks included); a missing file outside the
+  // folder by name is refused rather than reported missing.
   let real: string;
   try {
     real = await realpath(backingPath);
   } catch (cause) {
+    if (root !== undefined && !isInside(resolve(root), resolve(backingPath))) {
+      throw outside(resolve(backingPath), resolve(root));
+    }
     throw new BackingChainError(
       "QED_BACKING_MISSING",
       `Could not open backing file: Could not open '${backingPath}': No such file or directory`,
       { cause },
     );
+  }
+  if (root !== undefined) {
+    const realRoot = await realpath(root).catch(() => resolve(root));
+    if (!isInside(realRoot, real)) throw outside(real, realRoot);
   }
   if (seen.includes(real)) {
     throw new BackingChainError(
@@ -162,6 +205,7 @@ async function openBacking(path: string, qed: QedImage, seen: string[]): Promise
       readOnly: true,
       format: qed.backingFormat,
       backing: true,
+      root,
     }, seen);
   } catch (cause) {
     if (cause instanceof BackingChainError) throw cause;
