@@ -19,7 +19,10 @@
  * @module
  */
 
+import { copyVerifierOf } from "./copy_verifier.ts";
 import { BlockError } from "./error.ts";
+import { guestFirstOf } from "./guest_first.ts";
+import { workingSetRecorderOf } from "./working_set_recorder.ts";
 import { type CorFilter, nodeState } from "./_node_state.ts";
 import type { BlockNode, BlockStatusKind } from "./node.ts";
 import type { RequestTracker } from "./request_tracker.ts";
@@ -167,6 +170,19 @@ export class BlockDevice {
   async read(offset: number, buf: Uint8Array): Promise<void> {
     this.#checkRange(offset, buf.length);
     if (buf.length === 0) return;
+    const recorder = workingSetRecorderOf(this.top);
+    if (recorder?.recording) await this.#recordMisses(recorder, offset, buf.length);
+    const scheduler = guestFirstOf(this.top);
+    if (scheduler) {
+      // Guest first (block/guest_first.ts): a read the top does not wholly hold goes ahead of stream copies.
+      const st = await this.top.blockStatus(offset, buf.length);
+      const miss = st.kind === "unallocated" || st.length < buf.length;
+      return await scheduler.guestIo(miss, () => this.#read(offset, buf));
+    }
+    await this.#read(offset, buf);
+  }
+
+  async #read(offset: number, buf: Uint8Array): Promise<void> {
     const filter = nodeState(this.top).filters[0];
     if (filter) return await this.#filterRead(offset, buf.length, buf, filter.bottom);
     if (this.#cor) {
@@ -182,6 +198,14 @@ export class BlockDevice {
     this.#checkRange(offset, data.length);
     this.#checkWritable();
     if (data.length === 0) return;
+    const scheduler = guestFirstOf(this.top);
+    if (scheduler) {
+      const miss = await this.#fillsFromBacking(offset, data.length);
+      return await scheduler.guestIo(
+        miss,
+        () => this.#tracker.run(offset, data.length, {}, () => this.top.write(offset, data)),
+      );
+    }
     await this.#tracker.run(offset, data.length, {}, () => this.top.write(offset, data));
   }
 
@@ -253,10 +277,43 @@ export class BlockDevice {
     this.#checkRange(offset, length);
     this.#checkWritable();
     if (length === 0) return;
+    const scheduler = guestFirstOf(this.top);
+    if (scheduler) {
+      return await scheduler.streamCopy(
+        length,
+        () => this.#filterRead(offset, length, null, options.bottom),
+      );
+    }
     await this.#filterRead(offset, length, null, options.bottom);
   }
 
   // ---- internals ------------------------------------------------------------
+
+  /** Notes the runs of `[offset, offset + length)` the top lacks in a working-set recorder. */
+  async #recordMisses(
+    recorder: { record(offset: number, length: number): void },
+    offset: number,
+    length: number,
+  ): Promise<void> {
+    if (!this.top.backing) return;
+    for (let pos = offset, end = offset + length; pos < end;) {
+      const st = await this.top.blockStatus(pos, end - pos);
+      const n = Math.max(1, Math.min(st.length, end - pos));
+      if (st.kind === "unallocated") recorder.record(pos, n);
+      pos += n;
+    }
+  }
+
+  /** Whether a write of `[offset, offset + length)` starts or ends inside a cluster the top lacks. */
+  async #fillsFromBacking(offset: number, length: number): Promise<boolean> {
+    const cs = this.top.clusterSize;
+    if (!cs || !this.top.backing) return false;
+    const end = offset + length;
+    for (const at of [offset % cs !== 0 ? offset : -1, end % cs !== 0 ? end - 1 : -1]) {
+      if (at >= 0 && (await this.top.blockStatus(at, 1)).kind === "unallocated") return true;
+    }
+    return false;
+  }
 
   #checkRange(offset: number, length: number): void {
     if (
@@ -328,6 +385,8 @@ export class BlockDevice {
           const bounce = takeBounce(n);
           try {
             await top.read(pos, bounce);
+            // A verified copy (block/copy_verifier.ts) checks the chain's bytes before the top keeps them.
+            await copyVerifierOf(top)?.check(pos, bounce);
             if (isZero(bounce)) await top.writeZeroes(pos, n);
             else await top.write(pos, bounce);
             if (buf && from < to) buf.set(bounce.subarray(from - pos, to - pos), from - offset);

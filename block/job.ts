@@ -456,6 +456,7 @@ export abstract class Job {
   protected async pausePoint(): Promise<void> {
     if (this.#shouldPause()) {
       if (this.#status === "running") this.#transition("paused");
+      else if (this.#status === "ready") this.#transition("standby");
       this.#busy = false;
       while (this.#shouldPause()) {
         await new Promise<void>((resolve) => this.#wake = resolve);
@@ -464,6 +465,32 @@ export abstract class Job {
       this.#busy = true;
     }
     if (this.#status === "paused") this.#transition("running");
+    else if (this.#status === "standby") this.#transition("ready");
+  }
+
+  /**
+   * Enters `ready` (`running → ready`) and emits `BLOCK_JOB_READY`, as
+   * qemu's `job_transition_to_ready`: for jobs with a completion step
+   * (an active commit), which then wait for {@linkcode Job.complete}.
+   */
+  protected setReady(): void {
+    if (this.#status !== "running") return;
+    this.#transition("ready");
+    this.#emit({
+      event: "BLOCK_JOB_READY",
+      data: {
+        device: this.id,
+        len: this.#total,
+        offset: this.#current,
+        speed: this.#speed,
+        type: this.type,
+      },
+    });
+  }
+
+  /** Re-enters the job if it is parked (sleeping, not paused), as qemu's `job_enter`. */
+  protected wake(): void {
+    this.#enter(false);
   }
 
   /**
@@ -507,8 +534,9 @@ export abstract class Job {
   #pause(): void {
     this.#pauseCount++;
     // A parked job pauses at once, so the event precedes the command's return as in qemu.
-    if (this.#started && !this.#busy && this.#status === "running" && !this.#deferred) {
-      this.#transition("paused");
+    const parked = this.#status === "running" || this.#status === "ready";
+    if (this.#started && !this.#busy && parked && !this.#deferred) {
+      this.#transition(this.#status === "ready" ? "standby" : "paused");
       this.#wake?.();
     }
   }
@@ -524,6 +552,7 @@ export abstract class Job {
     if (!this.#started || this.#deferred || this.#busy) return;
     if (onlyTimer && !this.#sleeping) return;
     if (this.#status === "paused" && !this.#shouldPause()) this.#transition("running");
+    if (this.#status === "standby" && !this.#shouldPause()) this.#transition("ready");
     this.#wake?.();
   }
 

@@ -13,15 +13,27 @@
  * - {@linkcode RateLimit}: qemu's 100 ms-slice rate limiter on an injected clock.
  * - {@linkcode startStream} / {@linkcode StreamJob}: `block-stream`; {@linkcode streamOne}:
  *   single-chunk streaming.
+ * - Beyond qemu: {@linkcode WorkingSetRecorder} and the working-set file
+ *   ({@linkcode encodeWorkingSet}), copied first by a stream; checksum manifests
+ *   ({@linkcode buildManifest}, {@linkcode ManifestVerifier}) that verify every copy;
+ *   {@linkcode GuestFirstScheduler}, which serves guest misses ahead of stream copies;
+ *   {@linkcode templateFingerprint}, which ties the files to their template.
  *
  * @example Stream an overlay into independence
- * ```ts ignore
+ * ```ts
+ * import { MemoryStorage } from "../io/mod.ts";
+ * import { QedImage, RawImage } from "../qed/mod.ts";
  * import { JobRegistry, qedNode, rawNode, startStream } from "./mod.ts";
+ * const raw = await RawImage.open(new MemoryStorage(new Uint8Array(1 << 20).fill(3)));
+ * const disk = new MemoryStorage();
+ * await QedImage.create(disk, { size: 1 << 20, backingFile: "base.raw", backingFormat: "raw" });
+ * const qed = await QedImage.open(disk);
  * const base = rawNode(raw, { nodeName: "base" });
  * const top = qedNode(qed, { nodeName: "ov", backing: base });
  * const jobs = new JobRegistry();
  * const job = startStream(jobs, top, { jobId: "job0" });
- * await job.concluded; // top no longer has a backing file
+ * await job.concluded;
+ * console.log(top.backing, qed.backingFile); // null undefined
  * ```
  *
  * @module
@@ -32,6 +44,7 @@ export * from "./node.ts";
 export * from "./qed_node.ts";
 export * from "./raw_node.ts";
 export * from "./source_node.ts";
+export * from "./nbd_node.ts";
 export * from "./graph.ts";
 export * from "./request_tracker.ts";
 export * from "./device.ts";
@@ -42,3 +55,11 @@ export * from "./job_registry.ts";
 export * from "./stream_job.ts";
 export * from "./stream_one.ts";
 export * from "./open_chain.ts";
+export * from "./template_fingerprint.ts";
+export * from "./working_set.ts";
+export * from "./working_set_recorder.ts";
+export * from "./copy_verifier.ts";
+export * from "./manifest.ts";
+export * from "./guest_first.ts";
+export * from "./chain_walk.ts";
+export * from "./commit_job.ts";

@@ -30,12 +30,34 @@
  * a slow-to-answer source then runs at the link's rate instead of one chunk
  * per round trip. With `parallel: 1` the loop is qemu's exactly.
  *
+ * Also beyond qemu (issue 9), each off by default:
+ *
+ * - `workingSet`: ranges copied first, in the given order (a recorded boot,
+ *   `block/working_set.ts`), before the usual pass from offset 0; each piece
+ *   of the first pass goes straight to the copy path, which copies only what
+ *   the top lacks and the chain holds (so its rate-limit cost is the piece's
+ *   length even when little is copied); bytes it accounted are not counted
+ *   again, so `len` stays the device size and `offset` the bytes processed;
+ * - `verifier`: every copy into the top (the stream's and, while the job
+ *   runs, the guest's copy-on-read) is checked before it is written
+ *   (`block/manifest.ts`); a mismatch is a read error of the chunk, so the
+ *   `on-error` policy applies, and {@linkcode StreamJob.checksumMismatch}
+ *   names its offset;
+ * - `guestFirst`: a scheduler (`block/guest_first.ts`) that holds the
+ *   stream's copies back while guest reads miss the top.
+ *
  * @module
  */
 
+import { attachCopyVerifier, type CopyVerifier } from "./copy_verifier.ts";
 import { BlockDevice, insertCorFilter } from "./device.ts";
+import { attachGuestFirst, type GuestFirstScheduler } from "./guest_first.ts";
+import { ChecksumMismatchError } from "./manifest.ts";
+import { RangeSet } from "./_range_set.ts";
+import type { ByteRange } from "./working_set.ts";
 import { BlockError } from "./error.ts";
-import { type BlockGraph, blockNode, checkNotBusy } from "./graph.ts";
+import { type BlockGraph, blockNode } from "./graph.ts";
+import { checkChainFree } from "./chain_walk.ts";
 import { Job, type JobType, type OnErrorPolicy } from "./job.ts";
 import type { JobRegistry } from "./job_registry.ts";
 import { type BlockNode, chainOf } from "./node.ts";
@@ -87,6 +109,29 @@ export interface StreamOptions {
   parallel?: number;
   /** The graph to look node names up in and to register the filter node in. */
   graph?: BlockGraph;
+  /** Ranges to copy first, in this order (a working set); parts past the end are ignored. Default none. */
+  workingSet?: readonly ByteRange[];
+  /** Checks every copy into the top while the job runs (a manifest). Default none. */
+  verifier?: CopyVerifier;
+  /** Serves guest misses ahead of the stream's copies while the job runs. Default none. */
+  guestFirst?: GuestFirstScheduler;
+}
+
+/** What a management layer may add to the next stream started on a node. */
+export type StreamExtras = Pick<StreamOptions, "workingSet" | "verifier" | "guestFirst">;
+
+const armedExtras = new WeakMap<BlockNode, StreamExtras>();
+
+/**
+ * Arms `extras` for the next {@linkcode startStream} on `top`, which takes
+ * them (options it is given win), until the returned function is called:
+ * how a QMP extension adds them to a `block-stream` handler it does not own.
+ */
+export function armStreamExtras(top: BlockNode, extras: StreamExtras): () => void {
+  armedExtras.set(top, extras);
+  return () => {
+    if (armedExtras.get(top) === extras) armedExtras.delete(top);
+  };
 }
 
 /** What {@linkcode resolveStreamChain} found. */
@@ -164,7 +209,10 @@ export function resolveStreamChain(top: BlockNode, options: StreamOptions): Stre
       );
     }
   }
-  for (let n: BlockNode | null = top; n && n !== baseBs; n = n.backing) checkNotBusy(n);
+  // Filters of other jobs in the chain count too (block/chain_walk.ts).
+  // With `bottom`, qemu's walk ends at the bottom's backing link, above any filter there.
+  if (bottomBs) checkChainFree(top, bottomBs.backing, { endFilters: false });
+  else checkChainFree(top, baseBs);
   if (!baseBs && options.backingFile !== undefined) {
     throw new BlockError(
       "BAD_ARGUMENT",
@@ -213,6 +261,11 @@ export class StreamJob extends Job {
   readonly chunkSize: number;
   /** Chunks in flight. */
   readonly parallel: number;
+  /** The ranges copied first (empty: qemu's order). */
+  readonly workingSet: readonly ByteRange[];
+  readonly #verifier: CopyVerifier | undefined;
+  #mismatch: ChecksumMismatchError | undefined;
+  readonly #guestFirst: GuestFirstScheduler | undefined;
   readonly #onError: OnErrorPolicy;
   readonly #backingFile: string | undefined;
   readonly #graph: BlockGraph | undefined;
@@ -231,6 +284,9 @@ export class StreamJob extends Job {
     this.baseOverlay = settings.chain.baseOverlay;
     this.chunkSize = settings.chunkSize;
     this.parallel = settings.parallel;
+    this.workingSet = options.workingSet ?? [];
+    this.#verifier = options.verifier;
+    this.#guestFirst = options.guestFirst;
     this.#onError = options.onError ?? "report";
     this.#backingFile = options.backingFile;
     this.#graph = options.graph;
@@ -256,6 +312,14 @@ export class StreamJob extends Job {
   }
 
   /**
+   * The first chunk the verifier rejected, if any. The job's `error` keeps
+   * qemu's errno text (`Input/output error`); this names the offset.
+   */
+  get checksumMismatch(): ChecksumMismatchError | undefined {
+    return this.#mismatch;
+  }
+
+  /**
    * Whether there is nothing to stream (the top has no backing, or its
    * backing is the base): the whole lifecycle then runs within the microtasks
    * after {@linkcode startStream} returns; a QMP server should await
@@ -277,6 +341,8 @@ export class StreamJob extends Job {
     for (let n: BlockNode | null = top; n && n !== this.base; n = n.backing) {
       this.#release.push(blockNode(n, STREAM_BLOCKER));
     }
+    if (this.#verifier) this.#release.push(attachCopyVerifier(top, this.#verifier));
+    if (this.#guestFirst) this.#release.push(attachGuestFirst(top, this.#guestFirst));
   }
 
   /** The run loop (see the module documentation). */
@@ -289,21 +355,32 @@ export class StreamJob extends Job {
     let delay = 0;
     let firstError: { error: unknown } | undefined;
     let stopNow = false;
-    const retry: [number, number][] = [];
+    /** Copies to retry: offset, length, bytes to account. */
+    const retry: [number, number, number][] = [];
     const inflight = new Set<Promise<void>>();
+    let inflightBytes = 0;
+    // The first pass's pieces are often small (a file each): there `parallel` counts chunks'
+    // worth of bytes in flight, up to 8 pieces per chunk, so small pieces do not each cost a round trip.
+    const budget = this.parallel * this.chunkSize;
+    const full = (firstPass: boolean) =>
+      firstPass
+        ? inflightBytes >= budget || inflight.size >= this.parallel * 8
+        : inflight.size >= this.parallel;
     const serial = this.parallel === 1;
+    const first = new FirstPass(this.workingSet, len);
 
-    const copy = (at: number, n: number): Promise<void> => {
+    const copy = (at: number, n: number, count: number): Promise<void> => {
       const p = this.device.populate(at, n, { bottom: this.baseOverlay }).then(
         () => {
-          this.addProgress(n);
+          this.addProgress(count);
           // qemu accounts a chunk once it is copied; with parallel chunks the dispatch is accounted instead.
           if (serial) delay = this.rateDelay(n);
         },
         (error) => {
+          if (error instanceof ChecksumMismatchError) this.#mismatch ??= error;
           const action = this.errorAction(this.#onError, error, "read");
           if (action === "stop") {
-            retry.push([at, n]);
+            retry.push([at, n, count]);
             return;
           }
           firstError ??= { error };
@@ -311,11 +388,15 @@ export class StreamJob extends Job {
             stopNow = true;
             return;
           }
-          this.addProgress(n);
+          this.addProgress(count);
           if (serial) delay = this.rateDelay(n);
         },
-      ).finally(() => inflight.delete(p));
+      ).finally(() => {
+        inflight.delete(p);
+        inflightBytes -= n;
+      });
       inflight.add(p);
+      inflightBytes += n;
       return p;
     };
 
@@ -326,7 +407,15 @@ export class StreamJob extends Job {
         await this.sleep(wait);
         if (this.cancelled || stopNow) break;
         let task = retry.shift();
-        if (!task && offset < len) {
+        const at = task ? undefined : first.next();
+        if (at !== undefined) {
+          // The working set first. No planning round here: the copy itself skips what the top
+          // holds or the chain lacks (the filter path), so the status queries of scattered
+          // ranges overlap with the copies in flight instead of costing a round trip each.
+          const n = Math.min(this.chunkSize, first.rangeEnd - at);
+          first.done(at, n);
+          task = [at, n, n];
+        } else if (!task && offset < len) {
           let n: number;
           let needed: boolean;
           try {
@@ -339,12 +428,14 @@ export class StreamJob extends Job {
             if (action === "report") break;
             [n, needed] = [Math.min(this.chunkSize, len - offset), false];
           }
+          // Bytes the first pass accounted are not counted twice.
+          const count = n - first.accounted(offset, n);
           if (!needed) {
-            this.addProgress(n);
+            this.addProgress(count);
             offset += n;
             continue;
           }
-          task = [offset, n];
+          task = [offset, n, count];
           offset += n;
         }
         if (!task) {
@@ -352,10 +443,10 @@ export class StreamJob extends Job {
           await Promise.race(inflight);
           continue;
         }
-        const done = copy(task[0], task[1]);
+        const done = copy(task[0], task[1], task[2]);
         if (!serial) delay = this.rateDelay(task[1]);
         if (serial) await done;
-        else if (inflight.size >= this.parallel) await Promise.race(inflight);
+        else if (full(at !== undefined)) await Promise.race(inflight);
       }
     } finally {
       await Promise.all(inflight);
@@ -380,6 +471,60 @@ export class StreamJob extends Job {
 }
 
 /**
+ * The working-set pass of a stream: walks the ranges in order, each byte
+ * once (a range overlapping an earlier one continues after it), and
+ * remembers what it accounted.
+ */
+class FirstPass {
+  readonly #ranges: readonly ByteRange[];
+  readonly #len: number;
+  readonly #accounted = new RangeSet();
+  #index = 0;
+  #pos = 0;
+  #tail = 0;
+  #gapEnd = 0;
+
+  constructor(ranges: readonly ByteRange[], len: number) {
+    this.#ranges = ranges;
+    this.#len = len;
+  }
+
+  /** The end of the unaccounted run the last {@linkcode FirstPass.next} offset starts. */
+  get rangeEnd(): number {
+    return this.#gapEnd;
+  }
+
+  /** The next offset to plan, or `undefined` when the pass is over. */
+  next(): number | undefined {
+    for (;;) {
+      const [gap] = this.#pos < this.#tail
+        ? this.#accounted.missing(this.#pos, this.#tail - this.#pos)
+        : [];
+      if (gap) {
+        this.#pos = gap.offset;
+        this.#gapEnd = gap.offset + gap.length;
+        return this.#pos;
+      }
+      const r = this.#ranges[this.#index++];
+      if (!r) return undefined;
+      this.#pos = Math.min(r.offset, this.#len);
+      this.#tail = Math.min(r.offset + r.length, this.#len);
+    }
+  }
+
+  /** Marks `[at, at + n)` as accounted and moves past it. */
+  done(at: number, n: number): void {
+    this.#accounted.add(at, n);
+    this.#pos = at + n;
+  }
+
+  /** Bytes of `[offset, offset + n)` this pass accounted. */
+  accounted(offset: number, n: number): number {
+    return this.#accounted.count === 0 ? 0 : this.#accounted.overlap(offset, n);
+  }
+}
+
+/**
  * `block-stream`: validates the arguments in qemu's order, creates the job
  * (`created`), applies the speed (a negative one ends the job again:
  * `created`, `null`, error) and starts it (`running`).
@@ -398,6 +543,11 @@ export function startStream(
 ): StreamJob {
   const device = target instanceof BlockDevice ? target : new BlockDevice(target);
   const top = device.top;
+  const armed = armedExtras.get(top);
+  if (armed) {
+    armedExtras.delete(top);
+    options = { ...armed, ...options };
+  }
   const chain = resolveStreamChain(top, {
     ...options,
     ...(options.deviceName === undefined ? { deviceName: device.name || top.nodeName } : {}),
@@ -417,7 +567,18 @@ export function startStream(
     );
   }
   if (top.readOnly && top !== chain.baseOverlay) {
-    throw new BlockError("READ_ONLY", `Node '${top.nodeName}' is read only`);
+    throw new BlockError("READ_ONLY", "Block node is read-only");
+  }
+  for (const [i, r] of (options.workingSet ?? []).entries()) {
+    if (
+      !Number.isSafeInteger(r.offset) || !Number.isSafeInteger(r.length) || r.offset < 0 ||
+      r.length < 1
+    ) {
+      throw new BlockError(
+        "BAD_ARGUMENT",
+        `Working-set range ${i} [${r.offset}, +${r.length}) is not valid`,
+      );
+    }
   }
   const graph = options.graph;
   const filterName = options.filterNodeName ?? graph?.autoName() ?? `#cor-${top.nodeName}`;

@@ -8,6 +8,7 @@
  * deno task demo
  * deno task demo --size 1G --rtt 50 --bandwidth 100M --output json
  * deno task demo --real-time
+ * deno task demo --real          # option 3 against an nbdkit repository it starts itself
  * ```
  *
  * Exit 0 when every image verified, 1 when one did not, 2 for bad options.
@@ -35,6 +36,7 @@ import {
   parseDemoOptions,
   REAL_TIME_DEFAULTS,
 } from "./demo_options.ts";
+import { runRealDemo } from "./demo_real.ts";
 import { CliError, describeError } from "./error.ts";
 import type { CliOutput } from "./output.ts";
 import { formatProgressBar, RateMeter } from "./progress.ts";
@@ -63,6 +65,7 @@ export function demoCommand(
     out.stdout(DEMO_USAGE);
     return Promise.resolve(0);
   }
+  if (options.real) return runRealDemo(options, out);
   return runDemo(options, out, context);
 }
 

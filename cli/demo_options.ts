@@ -43,6 +43,7 @@ the seed compares, on a simulated guest, and measure them:
   2  boot at once from a local overlay backed by the remote template (forever)
   3  boot at once and stream the template into the overlay in parallel
   3b the same, driven one chunk at a time by a management loop
+  3w the same, streaming first the working set recorded on an earlier boot
   N  N machines streaming from the one repository at once
 Prints the comparison table, writes an SVG timeline, and verifies every
 local image (exit 1 if a verification fails). Simulated on a virtual clock:
@@ -57,8 +58,12 @@ Options:
                         125,000,000 bytes/s). Default 1G.
   --machines N          machines of the fleet scenario (1-64). Default 3.
   --seed N              seed of the template, the guests and the workload. Default 1.
-  --scenarios LIST      comma-separated, from copy,overlay,stream,managed,fleet.
-                        Default: all, in that order.
+  --scenarios LIST      comma-separated, from copy,overlay,stream,managed,
+                        working-set,fleet. Default: all, in that order. With
+                        stream and working-set the report says how much sooner
+                        the working set made the boot.
+  --guest-first         streaming rows serve guest reads that miss the overlay
+                        ahead of the stream's copies (block/guest_first.ts).
   --read-fraction F     share of the guest's steady I/O that reads (0-1). Default 0.7.
   --think-ms MS         the guest's think time before each steady I/O. Default 5.
   --duration D          length of the guest's steady phase: seconds, or with a
@@ -71,6 +76,12 @@ Options:
                         default to a ${REAL_TIME_SCALE} of steady guest work,
                         so it ends in about half a minute; --size and
                         --duration override that.
+  --real                run option 3 against a real NBD repository: nbdkit,
+                        started on a Unix socket in a temporary folder with
+                        its delay (--rtt) and rate (--bandwidth) filters, the
+                        overlay backed by nbd+unix:///template?socket=...;
+                        on the system clock, scaled down like --real-time.
+                        Needs nbdkit (exit 2 without it).
   --help                show this help.
 
 Progress goes to standard error: a bar on a terminal, plain lines otherwise.
@@ -82,6 +93,8 @@ export interface DemoOptions {
   help: boolean;
   /** Run on the system clock against real files. */
   realTime: boolean;
+  /** Run option 3 against a real nbdkit repository (implies the system clock). */
+  real: boolean;
   /** `human` (table) or `json` (one document). */
   output: "human" | "json";
   /** Where the SVG goes. */
@@ -244,7 +257,7 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
     args = parseArgs(argv, {
       shortFlags: "h",
       longValues: LONG_VALUES,
-      longFlags: ["real-time", "help"],
+      longFlags: ["real-time", "real", "guest-first", "help"],
     });
     output = outputFormat(args);
   } catch (e) {
@@ -253,7 +266,8 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   }
   const help = args.flags.has("help") || args.flags.has("h");
   if (args.operands.length > 0) throw usageError(`unexpected argument '${args.operands[0]}'`);
-  const realTime = args.flags.has("real-time");
+  const real = args.flags.has("real");
+  const realTime = args.flags.has("real-time") || real;
   const svgPath = lastValue(args, "svg") ?? DEFAULT_SVG_PATH;
   if (svgPath === "") throw usageError(`--svg needs a file name`);
 
@@ -281,5 +295,6 @@ export function parseDemoOptions(argv: readonly string[]): DemoOptions {
   if (machines !== undefined) comparison.machines = machines;
   const scenarios = scenariosOption(args);
   if (scenarios !== undefined) comparison.scenarios = scenarios;
-  return { help, realTime, output, svgPath, comparison, workload: { ...workload } };
+  if (args.flags.has("guest-first")) comparison.stream = { guestFirst: true };
+  return { help, realTime, real, output, svgPath, comparison, workload: { ...workload } };
 }

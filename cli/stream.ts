@@ -5,8 +5,18 @@
  *
  * ```
  * qedstream stream [--speed BYTES/s] [--base FILE] [--chunk SIZE] [--parallel N]
- *                  [--on-error report|ignore|stop|enospc|auto] [--output json] FILE
+ *                  [--on-error report|ignore|stop|enospc|auto] [--output json]
+ *                  [--working-set FILE] [--manifest FILE] FILE
  * ```
+ *
+ * Beyond qemu: `--working-set FILE` copies the ranges of a working-set file
+ * (recorded while a guest booted from the same template, see
+ * `block/working_set.ts` and QMP's `__com.qedstream_record-working-set`)
+ * first, in their order, then the rest; `--manifest FILE` (made by
+ * `qedstream manifest`) verifies every chunk copied, a mismatch being a read
+ * error of that chunk under `--on-error`, reported with its offset. Both
+ * files must belong to the overlay's backing chain (same size and
+ * fingerprint), or the command stops before streaming.
  *
  * Sizes (`--speed`, `--chunk`) take qemu's suffixes (`64k`, `1.5M`, `1G`).
  * The defaults are 2 MiB chunks, 4 in flight ({@linkcode CLI_STREAM_CHUNK},
@@ -44,7 +54,11 @@ import type { JobEvent, OnErrorPolicy } from "../block/job.ts";
 import type { BlockNode } from "../block/node.ts";
 import { type OpenedChain, openNodeChain } from "../block/open_chain.ts";
 import { startStream, type StreamJob } from "../block/stream_job.ts";
+import { ManifestVerifier } from "../block/manifest.ts";
+import { sameFingerprint, templateFingerprint } from "../block/template_fingerprint.ts";
+import { type ByteRange, checkWorkingSetTemplate } from "../block/working_set.ts";
 import { type Clock, systemClock } from "../io/clock.ts";
+import { loadManifestFile, loadWorkingSetFile } from "./_extras_files.ts";
 import { lastValue, outputFormat, parseArgs } from "./args.ts";
 import { CliError, describeError, openFailure } from "./error.ts";
 import type { CliOutput } from "./output.ts";
@@ -89,6 +103,10 @@ export interface StreamCommandOptions {
   onError: OnErrorPolicy;
   /** `human` (bar on a terminal, summary line) or `json` (JSON lines). */
   output: "human" | "json";
+  /** A working-set file: its ranges are copied first. */
+  workingSet?: string;
+  /** A checksum manifest: every copied chunk is verified. */
+  manifest?: string;
 }
 
 function sizeOption(args: ReturnType<typeof parseArgs>, name: string): number | undefined {
@@ -114,7 +132,16 @@ function sizeOption(args: ReturnType<typeof parseArgs>, name: string): number | 
  */
 export function parseStreamArgs(argv: readonly string[]): StreamCommandOptions {
   const args = parseArgs(argv, {
-    longValues: ["speed", "base", "chunk", "parallel", "on-error", "output"],
+    longValues: [
+      "speed",
+      "base",
+      "chunk",
+      "parallel",
+      "on-error",
+      "output",
+      "working-set",
+      "manifest",
+    ],
   });
   const [file, extra] = args.operands;
   if (file === undefined) throw new CliError("Expecting one image file name");
@@ -133,6 +160,10 @@ export function parseStreamArgs(argv: readonly string[]): StreamCommandOptions {
   };
   const base = lastValue(args, "base");
   if (base !== undefined) options.base = base;
+  const workingSet = lastValue(args, "working-set");
+  if (workingSet !== undefined) options.workingSet = workingSet;
+  const manifest = lastValue(args, "manifest");
+  if (manifest !== undefined) options.manifest = manifest;
   const chunk = sizeOption(args, "chunk");
   if (chunk !== undefined) {
     if (chunk <= 0 || chunk % 512 !== 0) {
@@ -222,6 +253,7 @@ export async function runStream(
   };
   try {
     const base = options.base === undefined ? undefined : await findBase(chain, options.base);
+    const extras = await streamExtras(chain, options);
     const jobs = new JobRegistry({ clock });
     let stoppedByError = false;
     jobs.on((event: JobEvent, j) => {
@@ -238,6 +270,7 @@ export async function runStream(
       ...(base ? { baseNode: base, backingFile: backingNameFor(chain, options.file, base) } : {}),
       chunkSize: options.chunkSize ?? CLI_STREAM_CHUNK,
       parallel: options.parallel ?? CLI_STREAM_PARALLEL,
+      ...extras,
     });
     const running = job;
     const cancel = () => {
@@ -307,6 +340,7 @@ export async function runStream(
     const done = running.currentProgress;
     const len = running.totalProgress || chain.top.size;
     const backingName = storedBackingName(chain.top);
+    const mismatch = running.checksumMismatch;
     job = undefined;
     // Close (flush, clear the need-check bit) before reporting: the summary promises a consistent file.
     await close();
@@ -321,6 +355,7 @@ export async function runStream(
           rate: elapsedMs > 0 ? Math.round((done * 1000) / elapsedMs) : 0,
           backing: backingName,
           ...(outcome === "failed" ? { error: running.error } : {}),
+          ...(mismatch ? { mismatch: { offset: mismatch.offset, desc: mismatch.message } } : {}),
           ...(outcome === "stopped" ? { error: "stopped by an I/O error" } : {}),
         }) + "\n",
       );
@@ -346,10 +381,16 @@ export async function runStream(
         out.stderr(`qedstream: Stream cancelled ${where}; ${rerun}\n`);
         return CANCELLED_EXIT_CODE;
       case "stopped":
-        out.stderr(`qedstream: Stream stopped by an I/O error ${where}; ${rerun}\n`);
+        out.stderr(
+          `qedstream: Stream stopped by an I/O error ${where}` +
+            `${mismatch ? ` (${mismatch.message})` : ""}; ${rerun}\n`,
+        );
         return 1;
       default:
-        out.stderr(`qedstream: Stream failed ${where}: ${running.error}; ${rerun}\n`);
+        out.stderr(
+          `qedstream: Stream failed ${where}: ${running.error}` +
+            `${mismatch ? ` (${mismatch.message})` : ""}; ${rerun}\n`,
+        );
         return 1;
     }
   } finally {
@@ -362,6 +403,41 @@ export async function runStream(
     }
     await close().catch(() => {});
   }
+}
+
+/**
+ * The working set and the manifest verifier of `--working-set` and
+ * `--manifest`, both checked against the overlay's backing chain.
+ */
+async function streamExtras(
+  chain: OpenedChain,
+  options: StreamCommandOptions,
+): Promise<{ workingSet?: ByteRange[]; verifier?: ManifestVerifier }> {
+  const template = chain.top.backing;
+  if (!template) return {};
+  const out: { workingSet?: ByteRange[]; verifier?: ManifestVerifier } = {};
+  if (options.workingSet !== undefined) {
+    const ws = await loadWorkingSetFile(options.workingSet);
+    try {
+      await checkWorkingSetTemplate(ws, template);
+    } catch (e) {
+      throw new CliError(`Working set '${options.workingSet}': ${describeError(e)}`, { cause: e });
+    }
+    out.workingSet = ws.ranges;
+  }
+  if (options.manifest !== undefined) {
+    const m = await loadManifestFile(options.manifest);
+    const fingerprint = template.size === m.templateSize
+      ? await templateFingerprint(template)
+      : undefined;
+    if (!fingerprint || !sameFingerprint(fingerprint, m.fingerprint)) {
+      throw new CliError(
+        `Manifest '${options.manifest}' is not the manifest of the backing chain of '${options.file}'`,
+      );
+    }
+    out.verifier = new ManifestVerifier(m, (offset, buf) => template.read(offset, buf));
+  }
+  return out;
 }
 
 /** The backing file name stored in the top image's header, or `null`. */

@@ -14,7 +14,14 @@ import type { OnErrorPolicy } from "../block/job.ts";
 import type { JobRegistry } from "../block/job_registry.ts";
 import type { BlockNode } from "../block/node.ts";
 import { qedNode } from "../block/qed_node.ts";
+import {
+  type GuestFirstOptions,
+  GuestFirstScheduler,
+  type GuestFirstStats,
+} from "../block/guest_first.ts";
 import { startStream } from "../block/stream_job.ts";
+import type { ByteRange } from "../block/working_set.ts";
+import type { WorkingSetRecorder } from "../block/working_set_recorder.ts";
 import { streamOne } from "../block/stream_one.ts";
 import { Guest, type GuestOptions, type GuestReport } from "./guest.ts";
 import type { RemoteCounters, RemoteNode } from "./remote_template.ts";
@@ -48,6 +55,10 @@ export interface StreamSettings {
   speed?: number;
   /** The job's `on-error` policy. Default `report`. */
   onError?: OnErrorPolicy;
+  /** Ranges to stream first, in order (a recorded working set). Default none: qemu's order. */
+  workingSet?: readonly ByteRange[];
+  /** Serve guest misses ahead of stream copies (`true`: the scheduler's defaults). Default off. */
+  guestFirst?: boolean | Omit<GuestFirstOptions, "clock">;
   /**
    * When the policy stops the job on an error, the machine's management
    * resumes it after this many ms (a retry of the same chunk). Default 200.
@@ -95,6 +106,8 @@ export interface MachineOptions {
   stream?: StreamSettings;
   /** The management loop (mode `managed`). */
   managed?: ManagedSettings;
+  /** Record the guest's reads of the template (its working set) until it has booted. */
+  recorder?: WorkingSetRecorder;
 }
 
 /** What happened to one machine. */
@@ -125,6 +138,8 @@ export interface MachineRun {
   device: BlockDevice;
   /** The guest (its write model is the verification's second input). */
   guestModel: Guest["model"];
+  /** The guest-first scheduler's counters, when the stream used one. */
+  guestFirst?: GuestFirstStats;
 }
 
 /** A provisioning step failed beyond its retries. */
@@ -176,10 +191,13 @@ export class Machine {
       ...(withBacking ? { backingFile: remote.filename, backingFormat: "raw" } : {}),
     });
     const image = await QedImage.open(o.storage);
+    const backing = o.recorder ? o.recorder.wrap(remote) : remote;
+    if (o.recorder) void guest.booted.then(() => o.recorder?.stop());
     const top = qedNode(image, {
       nodeName: `${o.name}-disk`,
-      ...(withBacking ? { backing: remote } : {}),
+      ...(withBacking ? { backing } : {}),
     });
+    let scheduler: GuestFirstScheduler | undefined;
     const device = new BlockDevice(top, {
       name: o.name,
       copyOnRead: o.mode === "managed" && (o.managed?.copyOnRead ?? true),
@@ -209,6 +227,15 @@ export class Machine {
           ...(s.chunkSize !== undefined ? { chunkSize: s.chunkSize } : {}),
           speed: s.speed ?? 0,
           onError: s.onError ?? "report",
+          ...(s.workingSet ? { workingSet: s.workingSet } : {}),
+          ...(s.guestFirst
+            ? {
+              guestFirst: scheduler = new GuestFirstScheduler({
+                clock,
+                ...(s.guestFirst === true ? {} : s.guestFirst),
+              }),
+            }
+            : {}),
         });
         const off = o.jobs.on((event, j) => {
           if (j !== job || event.event !== "BLOCK_JOB_ERROR") return;
@@ -259,6 +286,7 @@ export class Machine {
       guestModel: guest.model,
     };
     if (streamError !== undefined) run.streamError = streamError;
+    if (scheduler) run.guestFirst = scheduler.stats;
     return run;
   }
 }

@@ -12,6 +12,8 @@
  *    block/'s stream job (copy-on-read included), ending independent;
  * 3b. `managed` — the same driven one chunk at a time by a management loop
  *    with its own pacing (the seed's single-sector mode);
+ * 3w. `working-set` — the stream copies the working set recorded on an
+ *    earlier boot first, in order, then the rest;
  * N. `fleet` — N machines streaming from one repository at once.
  *
  * Pieces, from the bottom up:
@@ -115,4 +117,7 @@ export {
   type ScenarioKind,
   scenarioLabel,
   type ScenarioResult,
+  type WorkingSetSpeedup,
+  workingSetSpeedup,
+  type WorkingSetSummary,
 } from "./scenario.ts";

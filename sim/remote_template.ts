@@ -72,6 +72,12 @@ export interface RemoteTemplateOptions {
    * the cache off (one round trip per query). Default 256 MiB.
    */
   statusLookahead?: number;
+  /**
+   * Status replies each handle keeps, most recently used first (a client
+   * that reads in several places, such as a stream and its guest, keeps a
+   * window for each). Default 8.
+   */
+  statusWindows?: number;
   /** Injected faults. Default none. */
   faults?: RemoteFaults;
   /** The repository's name in node filenames. Default "template". */
@@ -179,6 +185,7 @@ export class RemoteTemplate {
   #bins: number[] = [];
   #granularity: number;
   #lookahead: number;
+  #windows: number;
   #clients = new Map<string, RemoteNode>();
 
   /** Makes a repository serving `source`. */
@@ -198,6 +205,7 @@ export class RemoteTemplate {
     this.#binMs = options.loadBinMs ?? 1000;
     this.#granularity = options.trackGranularity ?? 0;
     this.#lookahead = options.statusLookahead ?? 256 * 1024 * 1024;
+    this.#windows = Math.max(1, options.statusWindows ?? 8);
     this.#link = new SharedLink({
       clock: this.#clock,
       bandwidth: options.bandwidth ?? 125_000_000,
@@ -217,7 +225,7 @@ export class RemoteTemplate {
     if (this.#clients.has(client)) {
       throw new RemoteError("REMOTE_DUPLICATE_CLIENT", `client '${client}' is already connected`);
     }
-    const node = new RemoteNode(this, client, this.#granularity, this.#lookahead);
+    const node = new RemoteNode(this, client, this.#granularity, this.#lookahead, this.#windows);
     this.#clients.set(client, node);
     return node;
   }
@@ -393,11 +401,19 @@ export class RemoteNode implements BlockNode {
   #granularity: number;
   #fetched = new Map<number, number>();
   #lookahead: number;
-  #cached: StatusRun[] = [];
+  #maxWindows: number;
+  #windows: StatusRun[][] = [];
   #wire: Promise<void> = Promise.resolve();
 
   /** @internal Made by {@linkcode RemoteTemplate.connect}. */
-  constructor(repo: RemoteTemplate, client: string, granularity: number, lookahead: number) {
+  constructor(
+    repo: RemoteTemplate,
+    client: string,
+    granularity: number,
+    lookahead: number,
+    windows = 8,
+  ) {
+    this.#maxWindows = windows;
     this.#repo = repo;
     this.client = client;
     this.nodeName = `remote-${client}`;
@@ -476,7 +492,10 @@ export class RemoteNode implements BlockNode {
     if (!run) {
       const ask = Math.min(this.size - offset, Math.max(len, this.#lookahead));
       const runs = await this.#repo.serveStatus(this, offset, ask);
-      if (this.#lookahead > 0) this.#cached = runs;
+      if (this.#lookahead > 0) {
+        this.#windows.unshift(runs);
+        if (this.#windows.length > this.#maxWindows) this.#windows.pop();
+      }
       run = runs[0]!;
     }
     return { kind: run.kind, length: Math.min(len, run.offset + run.length - offset) };
@@ -496,17 +515,13 @@ export class RemoteNode implements BlockNode {
   }
 
   #lookup(offset: number): StatusRun | undefined {
-    const runs = this.#cached;
-    let lo = 0;
-    let hi = runs.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      const r = runs[mid]!;
-      if (r.offset + r.length <= offset) lo = mid + 1;
-      else hi = mid;
+    for (const [i, runs] of this.#windows.entries()) {
+      const run = findRun(runs, offset);
+      if (!run) continue;
+      if (i > 0) this.#windows.unshift(...this.#windows.splice(i, 1));
+      return run;
     }
-    const r = runs[lo];
-    return r && r.offset <= offset ? r : undefined;
+    return undefined;
   }
 
   close(): Promise<void> {
@@ -524,4 +539,18 @@ export class RemoteNode implements BlockNode {
       `handle of ${this.client} on '${this.#repo.name}' is closed`,
     );
   }
+}
+
+/** The run of a status reply (sorted runs) that contains `offset`, if any. */
+function findRun(runs: readonly StatusRun[], offset: number): StatusRun | undefined {
+  let lo = 0;
+  let hi = runs.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const r = runs[mid]!;
+    if (r.offset + r.length <= offset) lo = mid + 1;
+    else hi = mid;
+  }
+  const r = runs[lo];
+  return r && r.offset <= offset ? r : undefined;
 }

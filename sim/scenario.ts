@@ -9,6 +9,8 @@
 import type { Clock } from "../io/clock.ts";
 import type { Storage } from "../io/storage.ts";
 import { JobRegistry } from "../block/job_registry.ts";
+import { decodeWorkingSet, encodeWorkingSet } from "../block/working_set.ts";
+import { WorkingSetRecorder } from "../block/working_set_recorder.ts";
 import type { BootOptions, IoSample, SteadyOptions } from "./guest.ts";
 import {
   type CopySettings,
@@ -26,8 +28,12 @@ import { type Marker, renderTimelineSvg, type Series } from "./svg.ts";
 import { verifyImage, type VerifyResult } from "./verify.ts";
 import { VirtualClock } from "./virtual_clock.ts";
 
-/** A scenario: one of the provisioning modes for one machine, or `fleet` (N machines streaming at once). */
-export type ScenarioKind = ProvisionMode | "fleet";
+/**
+ * A scenario: one of the provisioning modes for one machine, `working-set`
+ * (the stream copying a working set recorded on an earlier boot first), or
+ * `fleet` (N machines streaming at once).
+ */
+export type ScenarioKind = ProvisionMode | "working-set" | "fleet";
 
 /** Every scenario, in the order the comparison runs and prints them. */
 export const SCENARIO_KINDS: readonly ScenarioKind[] = [
@@ -35,6 +41,7 @@ export const SCENARIO_KINDS: readonly ScenarioKind[] = [
   "overlay",
   "stream",
   "managed",
+  "working-set",
   "fleet",
 ];
 
@@ -49,6 +56,8 @@ export function scenarioLabel(kind: ScenarioKind, machines: number): string {
       return "3  boot + stream";
     case "managed":
       return "3b boot + managed 1-chunk";
+    case "working-set":
+      return "3w working-set first";
     case "fleet":
       return `N  ${machines} x (3) at once`;
   }
@@ -184,6 +193,18 @@ export interface ScenarioResult {
   repository: RemoteLoad;
   /** Virtual ms until every machine was done. */
   durationMs: number;
+  /** The working set the `working-set` scenario recorded and streamed first. */
+  workingSet?: WorkingSetSummary;
+}
+
+/** The working set of the `working-set` scenario. */
+export interface WorkingSetSummary {
+  /** Ranges recorded, in replay order. */
+  ranges: number;
+  /** Distinct bytes they cover. */
+  bytes: number;
+  /** Size of its file (`block/working_set.ts`). */
+  fileBytes: number;
 }
 
 /** The timeline for the picture. */
@@ -306,7 +327,17 @@ async function runScenario(
   });
   const jobs = new JobRegistry({ clock });
   const n = kind === "fleet" ? settings.machines : 1;
-  const mode: ProvisionMode = kind === "fleet" ? "stream" : kind;
+  const mode: ProvisionMode = kind === "fleet" || kind === "working-set" ? "stream" : kind;
+  let stream = options.stream;
+  let workingSet: WorkingSetSummary | undefined;
+  if (kind === "working-set") {
+    // Recorded on an earlier boot of the same guest (untimed), kept as a file, replayed by the stream.
+    const file = await recordWorkingSet(template, settings, options);
+    const ws = decodeWorkingSet(file);
+    const bytes = ws.ranges.reduce((sum, r) => sum + r.length, 0);
+    workingSet = { ranges: ws.ranges.length, bytes, fileBytes: file.length };
+    stream = { ...options.stream, workingSet: ws.ranges };
+  }
   const t0 = clock.now();
   const machines: Machine[] = [];
   for (let i = 0; i < n; i++) {
@@ -328,7 +359,7 @@ async function runScenario(
           ...(options.guest?.steady ? { steady: options.guest.steady } : {}),
         },
         ...(options.copy ? { copy: options.copy } : {}),
-        ...(options.stream ? { stream: options.stream } : {}),
+        ...(stream ? { stream } : {}),
         ...(options.managed ? { managed: options.managed } : {}),
       }),
     );
@@ -396,11 +427,82 @@ async function runScenario(
     markers.push({ label, at, text: kind === "fleet" ? "all local" : "local" });
   }
   return {
-    result: { kind, label, machines: results, repository: repo.load, durationMs },
+    result: {
+      kind,
+      label,
+      machines: results,
+      repository: repo.load,
+      durationMs,
+      ...(workingSet ? { workingSet } : {}),
+    },
     local: { label, points },
     latency: { label, points: thin(latencyPoints) },
     markers,
     virtual: clock instanceof VirtualClock,
+  };
+}
+
+/**
+ * Boots the scenario's first guest once on an overlay over a fresh
+ * repository (its own virtual clock, not timed), records what it reads from
+ * the template until it has booted, and returns the working-set file.
+ */
+async function recordWorkingSet(
+  template: SparseTemplate,
+  settings: ComparisonResult["settings"],
+  options: ComparisonOptions,
+): Promise<Uint8Array> {
+  const clock = new VirtualClock();
+  const repo = new RemoteTemplate(template, {
+    clock,
+    rttMs: settings.rttMs,
+    bandwidth: settings.bandwidth,
+    maxInFlight: settings.maxInFlight,
+    name: "template",
+  });
+  const recorder = new WorkingSetRecorder();
+  const machine = new Machine({
+    name: "recording",
+    mode: "overlay",
+    clock,
+    template,
+    remote: repo.connect("recording"),
+    storage: new LocalDisk({ clock, latencyMs: options.localLatencyMs ?? 0.05 }),
+    clusterSize: settings.clusterSize,
+    guest: {
+      seed: settings.seed * 1000,
+      ...(options.guest?.boot ? { boot: options.guest.boot } : {}),
+      steady: { ...options.guest?.steady, durationMs: 0 },
+    },
+    recorder,
+  });
+  await clock.run(() => machine.run(), { limit: options.limitMs ?? 3_600_000 });
+  const ws = await recorder.finish({
+    size: template.size,
+    read: (offset, buf) => Promise.resolve(template.readSync(offset, buf)),
+  });
+  return encodeWorkingSet(ws);
+}
+
+/** How much sooner the `working-set` row booted than the plain `stream` row. */
+export interface WorkingSetSpeedup {
+  /** Boot time with the plain stream, ms. */
+  plainBootMs: number;
+  /** Boot time with the working set first, ms. */
+  workingSetBootMs: number;
+  /** `plainBootMs / workingSetBootMs`. */
+  ratio: number;
+}
+
+/** The working-set row's boot speed-up over the plain stream row, when both ran. */
+export function workingSetSpeedup(result: ComparisonResult): WorkingSetSpeedup | undefined {
+  const plain = result.scenarios.find((s) => s.kind === "stream")?.machines[0];
+  const ws = result.scenarios.find((s) => s.kind === "working-set")?.machines[0];
+  if (!plain || !ws) return undefined;
+  return {
+    plainBootMs: plain.bootDoneMs,
+    workingSetBootMs: ws.bootDoneMs,
+    ratio: plain.bootDoneMs / Math.max(1e-9, ws.bootDoneMs),
   };
 }
 
@@ -543,6 +645,22 @@ export function formatComparisonTable(result: ComparisonResult): string {
     "fetched and requests (reads + allocation-status queries) are the repository's totals for the row;",
     "latency of guest I/O before / during / after the machine fetched its copy (first machine of each row).",
   );
+  const wsRow = result.scenarios.find((s) => s.kind === "working-set");
+  if (wsRow?.workingSet) {
+    const w = wsRow.workingSet;
+    const speedup = workingSetSpeedup(result);
+    out.push(
+      `working set first: ${w.ranges} ranges, ${
+        formatBytes(w.bytes)
+      } recorded on an earlier boot ` +
+        `(a ${formatBytes(w.fileBytes)} file), streamed first, then the rest` +
+        (speedup
+          ? `; booted in ${formatDuration(speedup.workingSetBootMs)} vs ${
+            formatDuration(speedup.plainBootMs)
+          } with the plain stream: ${speedup.ratio.toFixed(2)}x sooner`
+          : ""),
+    );
+  }
   const fleet = result.scenarios.find((s) => s.kind === "fleet");
   if (fleet) {
     out.push(

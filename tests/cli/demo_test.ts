@@ -58,10 +58,10 @@ Deno.test("qedstream demo prints the table, writes an SVG with every option's la
   assert.match(r.stdout, /template 256 MiB/);
   assert.match(r.stdout, /written to .*t\.svg/);
   assert.match(r.stdout, /Verification of the streamed image .*check clean.*no backing file.*OK/);
-  assert.match(r.stdout, /Verified: all 6 images/);
+  assert.match(r.stdout, /Verified: all 7 images/);
   // Not a terminal: plain progress lines, no bar.
   assert.ok(!r.stderr.includes("\r"));
-  assert.match(r.stderr, /^demo: \[3\/5\] 3 {2}boot \+ stream: finished at /m);
+  assert.match(r.stderr, /^demo: \[3\/6\] 3 {2}boot \+ stream: finished at /m);
   const svg = await Deno.readTextFile(`${dir.path}/t.svg`);
   assert.ok(svg.startsWith("<svg"));
   assert.ok(svg.trimEnd().endsWith("</svg>"));

@@ -53,7 +53,7 @@ Deno.test("option 3 reaches first I/O about as fast as option 2 and far sooner t
   assert.ok(copy.firstIoMs >= 10 * stream.firstIoMs, `${copy.firstIoMs} vs ${stream.firstIoMs}`);
   // Option 2 never stops needing the repository; the others do.
   assert.equal(overlay.independentMs, null);
-  for (const kind of ["copy", "stream", "managed", "fleet"]) {
+  for (const kind of ["copy", "stream", "managed", "working-set", "fleet"]) {
     for (const m of scenario(r, kind).machines) {
       assert.ok(m.independentMs !== null, `${kind} ${m.name}`);
     }
@@ -75,7 +75,7 @@ Deno.test("after streaming, every overlay is independent, checks clean and reads
   const overlay = scenario(r, "overlay").machines[0]!;
   assert.equal(overlay.verify!.independent, false);
   assert.ok(overlay.verify!.checkClean);
-  assert.match(formatComparisonTable(r), /verified 6 images/);
+  assert.match(formatComparisonTable(r), /verified 7 images/);
 });
 
 Deno.test("option 3 fetches each template cluster at most once", async () => {
@@ -104,7 +104,7 @@ Deno.test("option 3 fetches each template cluster at most once", async () => {
 
 Deno.test("the timeline covers every scenario and the SVG is a self-contained picture", async () => {
   const r = await scaled();
-  assert.equal(r.timeline.localBytes.length, 5);
+  assert.equal(r.timeline.localBytes.length, 6);
   for (const s of r.timeline.localBytes) {
     assert.ok(s.points.length > 2);
     assert.equal(s.points[0]![0], 0);
