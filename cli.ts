@@ -14,6 +14,9 @@
  * @module
  */
 
+import { blockcommitCommand } from "./cli/blockcommit.ts";
+import { blockjobCommand } from "./cli/blockjob.ts";
+import { blockpullCommand } from "./cli/blockpull.ts";
 import { checkCommand } from "./cli/check.ts";
 import { compareCommand } from "./cli/compare.ts";
 import { createCommand } from "./cli/create.ts";
@@ -22,11 +25,14 @@ import { CliError, describeError } from "./cli/error.ts";
 import { formatHelp, formatVersion } from "./cli/help.ts";
 import { infoCommand } from "./cli/info.ts";
 import { ioCommand } from "./cli/io.ts";
+import { manifestCommand } from "./cli/manifest.ts";
 import { mapCommand } from "./cli/map.ts";
 import { type CliOutput, processOutput } from "./cli/output.ts";
 import { rebaseCommand } from "./cli/rebase.ts";
 import { serveCommand } from "./cli/serve.ts";
 import { streamCommand } from "./cli/stream.ts";
+import { streamdiskCommand, streamdiskinfoCommand } from "./cli/streamdisk.ts";
+import { verifyCommand } from "./cli/verify.ts";
 
 /** A verb: takes its arguments, prints, and returns the exit code. */
 export type Verb = (argv: readonly string[], out: CliOutput) => Promise<number>;
@@ -43,6 +49,13 @@ export const VERBS: Readonly<Record<string, Verb>> = {
   stream: streamCommand,
   demo: demoCommand,
   serve: serveCommand,
+  blockpull: blockpullCommand,
+  blockjob: blockjobCommand,
+  blockcommit: blockcommitCommand,
+  streamdisk: streamdiskCommand,
+  streamdiskinfo: streamdiskinfoCommand,
+  manifest: manifestCommand,
+  verify: verifyCommand,
 };
 
 /**

@@ -38,10 +38,20 @@ Verbs:
         Run qemu-io commands: read [-qv] [-P PATTERN] OFF LEN,
         write [-q] [-P PATTERN] OFF LEN, write [-q] -z OFF LEN.
   stream [--speed BYTES/s] [--base FILE] [--chunk SIZE] [--parallel N]
-         [--on-error report|ignore|stop|enospc|auto] [--output json] FILE
+         [--on-error report|ignore|stop|enospc|auto] [--output json]
+         [--working-set FILE] [--manifest FILE] FILE
         Copy the backing chain's data into the overlay until it no longer
-        needs its backing file (or only --base). Ctrl-C cancels: the image
-        stays consistent and a rerun continues. Exit 130 when cancelled.
+        needs its backing file (or only --base). Defaults: --chunk 2M,
+        --parallel 4, no speed limit. Ctrl-C cancels: the image stays
+        consistent and a rerun continues. Exit 130 when cancelled.
+        --working-set copies a recorded working set first, in its order;
+        --manifest verifies every copied chunk against the template's manifest.
+  manifest [-f FMT] [-o FILE] [--chunk SIZE] TEMPLATE
+        Write the template's checksum manifest (SHA-256 per chunk, default
+        64K) to FILE, default TEMPLATE.manifest.
+  verify [-q] [-f FMT] [--output json] OVERLAY MANIFEST
+        Check an image against a manifest. Exit 0 all chunks match, 1 at the
+        first mismatch (its offset is printed), 2 error.
   demo [--size SIZE] [--rtt MS] [--bandwidth BITS/s] [--machines N] [--seed N]
        [--scenarios LIST] [--duration D] [--output json] [--real-time] [--svg PATH]
         Provision a simulated machine from a remote template by copy, overlay
@@ -51,6 +61,19 @@ Verbs:
         [--nbd-server OPTS --export type=nbd,...]...
         The emulated machine: qemu-storage-daemon's command line, QMP monitors
         and NBD exports. 'qedstream serve --help' lists every option.
+  blockpull SOCKET DISK [--bandwidth N] [--bytes] [--base FILE]
+            [--wait [--verbose] [--timeout SECONDS] [--async]]
+        virsh's blockpull over QMP (SOCKET: unix:PATH or tcp:HOST:PORT; DISK: a
+        node name or image path). Bandwidth in MiB/s, or bytes/s with --bytes.
+  blockjob SOCKET DISK (--abort [--async] | --info [--raw] [--bytes] | --bandwidth N [--bytes])
+        virsh's blockjob: show, re-throttle or abort the disk's block job.
+  blockcommit SOCKET DISK [--base FILE] [--top FILE] [--active] [--bandwidth N] [--bytes]
+              [--wait [--verbose] [--timeout SECONDS]] [--pivot | --keep-overlay]
+        virsh's blockcommit: merge TOP (default: the active layer) into BASE.
+  streamdisk SOCKET DISK (--start [--bandwidth N [--bytes]] | --stop | --one OFFSET)
+  streamdiskinfo SOCKET
+        The seed's virDomainStreamDisk / virDomainStreamDiskInfo. --one streams
+        the piece at OFFSET and prints the offset to continue from.
   help, --help
         Show this help.
   --version

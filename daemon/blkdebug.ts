@@ -1,13 +1,27 @@
 /**
- * A subset of qemu's `blkdebug` driver: error injection on reads, so that
- * `on-error` can be exercised end to end with the same `--blockdev` options
- * as qemu-storage-daemon.
+ * qemu's `blkdebug` driver with its option syntax, so that test scripts
+ * written for qemu inject the same faults into qedstream: a `config=FILE`
+ * of `[inject-error]` and `[set-state]` sections and the inline
+ * `inject-error.N.*` / `set-state.N.*` options.
  *
- * Supported: `image=` (the child) and `inject-error.N.{event,errno,sector,once}`
- * with `event=read_aio` (qemu's raw driver raises it for every read, so the
- * rule applies to every read through the node); `errno` defaults to 5 (EIO),
- * 28 is ENOSPC; `sector` (512-byte units) restricts the rule to reads that
- * cover that sector, default any; `once=on` removes the rule after it fired.
+ * The model is qemu 7.2's (`block/blkdebug.c`):
+ *
+ * - A node has a state, 1 at first. An *event* runs the rules of that event
+ *   whose `state` is 0 (any) or the current one: `set-state` rules choose
+ *   the next state (taken after all rules ran), `inject-error` rules become
+ *   the *active* rules (the list is reset when an event activates any).
+ * - Every request through the node is then checked against the active
+ *   rules: the first whose `sector` (512-byte units; -1 = any) lies in the
+ *   request and whose `iotype` matches fails it with `errno`; a `once` rule
+ *   is removed when it fires. `immediately=off` only delays the error to a
+ *   later turn of the event loop, as qemu does.
+ * - The events raised are those qemu raises for a `raw` format over the
+ *   blkdebug node (its usual use): `read_aio` before every read,
+ *   `write_aio` then `pwritev` before every write (`pwritev_zero` for
+ *   write-zeroes) and `pwritev_done` after, `flush_to_os` and
+ *   `flush_to_disk` before a flush. Every event name of qemu's enum is
+ *   accepted; those no qedstream node raises (qcow2's `l2_load`, ...) never
+ *   fire.
  *
  * @module
  */
@@ -15,19 +29,104 @@
 import { BlockError } from "../block/error.ts";
 import { OptionError } from "./keyval.ts";
 
+/** qemu 7.2's `BlkdebugEvent` values. */
+export const BLKDEBUG_EVENTS = [
+  "l1_update",
+  "l1_grow_alloc_table",
+  "l1_grow_write_table",
+  "l1_grow_activate_table",
+  "l2_load",
+  "l2_update",
+  "l2_update_compressed",
+  "l2_alloc_cow_read",
+  "l2_alloc_write",
+  "read_aio",
+  "read_backing_aio",
+  "read_compressed",
+  "write_aio",
+  "write_compressed",
+  "vmstate_load",
+  "vmstate_save",
+  "cow_read",
+  "cow_write",
+  "reftable_load",
+  "reftable_grow",
+  "reftable_update",
+  "refblock_load",
+  "refblock_update",
+  "refblock_update_part",
+  "refblock_alloc",
+  "refblock_alloc_hookup",
+  "refblock_alloc_write",
+  "refblock_alloc_write_blocks",
+  "refblock_alloc_write_table",
+  "refblock_alloc_switch_table",
+  "cluster_alloc",
+  "cluster_alloc_bytes",
+  "cluster_free",
+  "flush_to_os",
+  "flush_to_disk",
+  "pwritev_rmw_head",
+  "pwritev_rmw_after_head",
+  "pwritev_rmw_tail",
+  "pwritev_rmw_after_tail",
+  "pwritev",
+  "pwritev_zero",
+  "pwritev_done",
+  "empty_image_prepare",
+  "l1_shrink_write_table",
+  "l1_shrink_free_l2_clusters",
+  "cor_write",
+  "cluster_alloc_space",
+  "none",
+] as const;
+
+/** A `BlkdebugEvent`. */
+export type BlkdebugEvent = typeof BLKDEBUG_EVENTS[number];
+
+/** qemu's `BlkdebugIOType`. */
+export const BLKDEBUG_IO_TYPES = [
+  "read",
+  "write",
+  "write-zeroes",
+  "discard",
+  "flush",
+  "block-status",
+] as const;
+
+/** A `BlkdebugIOType`. */
+export type BlkdebugIoType = typeof BLKDEBUG_IO_TYPES[number];
+
 /** One `inject-error` rule. */
 export interface InjectErrorRule {
-  /** The event; only `read_aio`. */
-  event: "read_aio";
+  /** The event that activates the rule. */
+  event: BlkdebugEvent;
+  /** The state the rule applies in; 0 = any. Default 0. */
+  state: number;
+  /** The request types it fails; absent = every type but `block-status`. */
+  iotype: BlkdebugIoType | undefined;
   /** The errno to fail with. Default 5 (EIO). */
   errno: number;
-  /** The sector a read must cover, or -1 for any read. Default -1. */
+  /** The sector a request must cover, or -1 for any request. Default -1. */
   sector: number;
   /** Whether the rule fires once only. Default false. */
   once: boolean;
+  /** Whether the error returns at once instead of after a turn of the event loop. Default false. */
+  immediately: boolean;
 }
 
-const RULE_KEYS = ["event", "errno", "sector", "once"] as const;
+/** One `set-state` rule. */
+export interface SetStateRule {
+  /** The event that runs the rule. */
+  event: BlkdebugEvent;
+  /** The state the rule applies in; 0 = any. Default 0. */
+  state: number;
+  /** The state to move to. */
+  newState: number;
+}
+
+const INJECT_KEYS = ["event", "state", "iotype", "errno", "sector", "once", "immediately"];
+const SET_STATE_KEYS = ["event", "state", "new_state"];
 
 function toInt(value: unknown, path: string): number {
   const n = typeof value === "string" && /^-?\d+$/.test(value) ? Number(value) : value;
@@ -49,24 +148,30 @@ function toBool(value: unknown, path: string): boolean {
   );
 }
 
-/**
- * Checks the `inject-error` list (a keyval tree `{"0": {...}}` or a JSON
- * array) and returns the rules plus the typed, flattened options qemu shows
- * in a `json:` filename.
- *
- * @example
- * ```ts
- * import { parseInjectErrors } from "./blkdebug.ts";
- * const { rules, flat } = parseInjectErrors({ "0": { event: "read_aio", sector: "8192" } });
- * console.log(rules[0]?.sector, flat); // 8192 { "inject-error.0.event": "read_aio", "inject-error.0.sector": 8192 }
- * ```
- */
-export function parseInjectErrors(
+function toEnum<T extends string>(
+  values: readonly T[],
   value: unknown,
-): { rules: InjectErrorRule[]; flat: Record<string, unknown> } {
-  const rules: InjectErrorRule[] = [];
-  const flat: Record<string, unknown> = {};
-  if (value === undefined) return { rules, flat };
+  name: string,
+  path: string,
+): T {
+  if (typeof value !== "string") {
+    throw new OptionError(
+      "OPTION_BAD_TYPE",
+      `Invalid parameter type for '${path}', expected: string`,
+    );
+  }
+  if (!(values as readonly string[]).includes(value)) {
+    throw new OptionError(
+      "OPTION_BAD_VALUE",
+      `Parameter '${name}' does not accept value '${value}'`,
+    );
+  }
+  return value as T;
+}
+
+/** A list given as a keyval tree `{"0": {...}}` or a JSON array. */
+function asList(value: unknown, name: string): Record<string, unknown>[] {
+  if (value === undefined) return [];
   const list = Array.isArray(value)
     ? value
     : typeof value === "object" && value !== null
@@ -77,57 +182,279 @@ export function parseInjectErrors(
   if (!list) {
     throw new OptionError(
       "OPTION_BAD_TYPE",
-      "Invalid parameter type for 'inject-error', expected: array",
+      `Invalid parameter type for '${name}', expected: array`,
     );
   }
-  list.forEach((entry, i) => {
-    const base = `inject-error.${i}`;
-    if (typeof entry !== "object" || entry === null) {
+  return list.map((entry, i) => {
+    if (typeof entry !== "object" || entry === null || Array.isArray(entry)) {
       throw new OptionError(
         "OPTION_BAD_TYPE",
-        `Invalid parameter type for '${base}', expected: object`,
+        `Invalid parameter type for '${name}.${i}', expected: object`,
       );
     }
-    const e = entry as Record<string, unknown>;
-    for (const key of Object.keys(e)) {
-      if (!(RULE_KEYS as readonly string[]).includes(key)) {
-        throw new OptionError("OPTION_UNEXPECTED", `Parameter '${base}.${key}' is unexpected`);
-      }
-    }
-    if (e.event === undefined) {
-      throw new OptionError("OPTION_MISSING", `Parameter '${base}.event' is missing`);
-    }
-    if (e.event !== "read_aio") {
-      throw new OptionError(
-        "OPTION_UNSUPPORTED",
-        `blkdebug in qedstream injects errors on 'read_aio' only, not '${String(e.event)}'`,
-      );
-    }
-    const rule: InjectErrorRule = { event: "read_aio", errno: 5, sector: -1, once: false };
-    flat[`${base}.event`] = "read_aio";
-    if (e.errno !== undefined) flat[`${base}.errno`] = rule.errno = toInt(e.errno, `${base}.errno`);
-    if (e.sector !== undefined) {
-      flat[`${base}.sector`] = rule.sector = toInt(e.sector, `${base}.sector`);
-    }
-    if (e.once !== undefined) flat[`${base}.once`] = rule.once = toBool(e.once, `${base}.once`);
-    rules.push(rule);
+    return entry as Record<string, unknown>;
   });
-  return { rules, flat };
+}
+
+function checkKeys(entry: Record<string, unknown>, keys: string[], base: string): void {
+  for (const key of Object.keys(entry)) {
+    if (!keys.includes(key)) {
+      throw new OptionError("OPTION_UNEXPECTED", `Parameter '${base}.${key}' is unexpected`);
+    }
+  }
+  if (entry.event === undefined) {
+    throw new OptionError("OPTION_MISSING", `Parameter '${base}.event' is missing`);
+  }
 }
 
 /**
- * Applies the rules to a read of `length` bytes at `offset`: throws the
- * injected error (code `EIO` / `ENOSPC` / `E<n>`) if a rule matches,
- * removing a `once` rule that fired.
+ * Parses a blkdebug config file: `[inject-error]` and `[set-state]`
+ * sections of `key = "value"` lines (qemu's config syntax; `#` starts a
+ * comment). Unknown sections are errors, as in qemu.
+ *
+ * @example
+ * ```ts
+ * import { parseBlkdebugConfig } from "./blkdebug.ts";
+ * const c = parseBlkdebugConfig('[inject-error]\nevent = "read_aio"\nerrno = "5"\n');
+ * console.log(c.injectError); // [ { event: "read_aio", errno: "5" } ]
+ * ```
  */
-export function checkInjectedRead(rules: InjectErrorRule[], offset: number, length: number): void {
-  const i = rules.findIndex((r) =>
-    r.sector < 0 || (r.sector * 512 >= offset && r.sector * 512 < offset + length)
+export function parseBlkdebugConfig(
+  text: string,
+): { injectError: Record<string, string>[]; setState: Record<string, string>[] } {
+  const injectError: Record<string, string>[] = [];
+  const setState: Record<string, string>[] = [];
+  let current: Record<string, string> | undefined;
+  text.split("\n").forEach((raw, i) => {
+    const line = raw.trim();
+    if (line === "" || line.startsWith("#")) return;
+    const section = line.match(/^\[([^\]]+)\]$/);
+    if (section) {
+      current = {};
+      if (section[1] === "inject-error") injectError.push(current);
+      else if (section[1] === "set-state") setState.push(current);
+      else {
+        throw new OptionError(
+          "OPTION_BAD_CONFIG",
+          `Could not read blkdebug config file: Invalid argument (line ${i + 1}: no group '${
+            section[1]
+          }')`,
+        );
+      }
+      return;
+    }
+    const pair = line.match(/^([A-Za-z0-9_.-]+)\s*=\s*"([^"]*)"$/);
+    if (!pair || !current) {
+      throw new OptionError(
+        "OPTION_BAD_CONFIG",
+        `Could not read blkdebug config file: Invalid argument (line ${i + 1})`,
+      );
+    }
+    current[pair[1]!] = pair[2]!;
+  });
+  return { injectError, setState };
+}
+
+/** The checked rules and the typed, flattened options a `json:` filename shows. */
+export interface BlkdebugRules {
+  /** The `inject-error` rules, config file first. */
+  injectError: InjectErrorRule[];
+  /** The `set-state` rules, config file first. */
+  setState: SetStateRule[];
+  /** The inline options, typed and flattened (`inject-error.0.event` …). */
+  flat: Record<string, unknown>;
+}
+
+/**
+ * Checks the inline `inject-error` and `set-state` lists and the entries of
+ * a config file's text, with qemu's texts.
+ */
+export function parseBlkdebugRules(
+  inline: { injectError?: unknown; setState?: unknown },
+  configText?: string,
+): BlkdebugRules {
+  const flat: Record<string, unknown> = {};
+  const injectError: InjectErrorRule[] = [];
+  const setState: SetStateRule[] = [];
+  const config = configText === undefined
+    ? { injectError: [], setState: [] }
+    : parseBlkdebugConfig(configText);
+  const inject = (e: Record<string, unknown>, base: string, record: boolean) => {
+    checkKeys(e, INJECT_KEYS, base);
+    const rule: InjectErrorRule = {
+      event: toEnum(BLKDEBUG_EVENTS, e.event, "event", `${base}.event`),
+      state: 0,
+      iotype: undefined,
+      errno: 5,
+      sector: -1,
+      once: false,
+      immediately: false,
+    };
+    if (record) flat[`${base}.event`] = rule.event;
+    const set = <K extends keyof InjectErrorRule>(key: K, v: InjectErrorRule[K], opt: string) => {
+      rule[key] = v;
+      if (record) flat[`${base}.${opt}`] = v;
+    };
+    if (e.state !== undefined) set("state", toInt(e.state, `${base}.state`), "state");
+    if (e.iotype !== undefined) {
+      set("iotype", toEnum(BLKDEBUG_IO_TYPES, e.iotype, "iotype", `${base}.iotype`), "iotype");
+    }
+    if (e.errno !== undefined) set("errno", toInt(e.errno, `${base}.errno`), "errno");
+    if (e.sector !== undefined) set("sector", toInt(e.sector, `${base}.sector`), "sector");
+    if (e.once !== undefined) set("once", toBool(e.once, `${base}.once`), "once");
+    if (e.immediately !== undefined) {
+      set("immediately", toBool(e.immediately, `${base}.immediately`), "immediately");
+    }
+    injectError.push(rule);
+  };
+  const state = (e: Record<string, unknown>, base: string, record: boolean) => {
+    checkKeys(e, SET_STATE_KEYS, base);
+    if (e.new_state === undefined) {
+      throw new OptionError("OPTION_MISSING", `Parameter '${base}.new_state' is missing`);
+    }
+    const rule: SetStateRule = {
+      event: toEnum(BLKDEBUG_EVENTS, e.event, "event", `${base}.event`),
+      state: e.state === undefined ? 0 : toInt(e.state, `${base}.state`),
+      newState: toInt(e.new_state, `${base}.new_state`),
+    };
+    if (record) {
+      flat[`${base}.event`] = rule.event;
+      if (e.state !== undefined) flat[`${base}.state`] = rule.state;
+      flat[`${base}.new_state`] = rule.newState;
+    }
+    setState.push(rule);
+  };
+  config.injectError.forEach((e, i) => inject(e, `inject-error.${i}`, false));
+  config.setState.forEach((e, i) => state(e, `set-state.${i}`, false));
+  asList(inline.injectError, "inject-error").forEach((e, i) =>
+    inject(e, `inject-error.${i}`, true)
   );
-  if (i < 0) return;
-  const rule = rules[i]!;
-  if (rule.once) rules.splice(i, 1);
-  const code = rule.errno === 28 ? "ENOSPC" : rule.errno === 5 ? "EIO" : `E${rule.errno}`;
-  const text = rule.errno === 28 ? "No space left on device" : "Input/output error";
-  throw new BlockError(code, text);
+  asList(inline.setState, "set-state").forEach((e, i) => state(e, `set-state.${i}`, true));
+  return { injectError, setState, flat };
+}
+
+/**
+ * Reads and checks a blkdebug node's options: `config` (read now, as qemu
+ * reads it at open), `inject-error`, `set-state`.
+ */
+export async function openBlkdebug(
+  options: Record<string, unknown>,
+): Promise<{ debug: Blkdebug; flat: Record<string, unknown> }> {
+  let text: string | undefined;
+  const config = options.config;
+  if (typeof config === "string") {
+    try {
+      text = await Deno.readTextFile(config);
+    } catch (e) {
+      const reason = e instanceof Deno.errors.NotFound
+        ? "No such file or directory"
+        : e instanceof Deno.errors.PermissionDenied
+        ? "Permission denied"
+        : "Input/output error";
+      throw new OptionError(
+        "OPTION_BAD_CONFIG",
+        `Could not read blkdebug config file: ${reason}`,
+        { cause: e },
+      );
+    }
+  }
+  const rules = parseBlkdebugRules(
+    { injectError: options["inject-error"], setState: options["set-state"] },
+    text,
+  );
+  const flat = { ...(typeof config === "string" ? { config } : {}), ...rules.flat };
+  return { debug: new Blkdebug(rules), flat };
+}
+
+const ERRNO_CODES: Record<number, [string, string]> = {
+  1: ["EPERM", "Operation not permitted"],
+  5: ["EIO", "Input/output error"],
+  28: ["ENOSPC", "No space left on device"],
+};
+
+/** The state of one blkdebug node: its rules, its state number and the active rules. */
+export class Blkdebug {
+  readonly #inject: InjectErrorRule[];
+  readonly #setState: SetStateRule[];
+  #active: InjectErrorRule[] = [];
+  #state = 1;
+
+  /** Makes a node's state from its checked rules. */
+  constructor(rules: Pick<BlkdebugRules, "injectError" | "setState">) {
+    this.#inject = [...rules.injectError];
+    this.#setState = [...rules.setState];
+  }
+
+  /** The current state number (1 at first). */
+  get state(): number {
+    return this.#state;
+  }
+
+  /** Raises `event` (qemu's `blkdebug_debug_event`). */
+  event(event: BlkdebugEvent): void {
+    let newState = this.#state;
+    let injected = false;
+    for (const rule of this.#inject) {
+      if (rule.event !== event || (rule.state !== 0 && rule.state !== this.#state)) continue;
+      if (!injected) this.#active = [];
+      injected = true;
+      this.#active.unshift(rule);
+    }
+    for (const rule of this.#setState) {
+      if (rule.event !== event || (rule.state !== 0 && rule.state !== this.#state)) continue;
+      newState = rule.newState;
+    }
+    this.#state = newState;
+  }
+
+  /** The error for a request (qemu's `rule_check`), or `undefined`; removes a `once` rule that fired. */
+  check(iotype: BlkdebugIoType, offset: number, length: number): BlockError | undefined {
+    const rule = this.#active.find((r) => {
+      const at = r.sector < 0 ? -1 : r.sector * 512;
+      const where = at === -1 || (length > 0 && at >= offset && at < offset + length);
+      const type = r.iotype === undefined ? iotype !== "block-status" : r.iotype === iotype;
+      return where && type;
+    });
+    if (!rule || rule.errno === 0) return undefined;
+    if (rule.once) {
+      this.#active = this.#active.filter((r) => r !== rule);
+      this.#inject.splice(this.#inject.indexOf(rule), 1);
+    }
+    const [code, text] = ERRNO_CODES[rule.errno] ??
+      [`E${rule.errno}`, `Unknown error ${rule.errno}`];
+    const error = new BlockError(code, text);
+    (error as { immediately?: boolean }).immediately = rule.immediately;
+    return error;
+  }
+
+  /**
+   * Runs a request of `iotype` through the node: raises the events the
+   * `raw` format above raises, checks the rules, then runs `io`.
+   */
+  async request<T>(
+    iotype: BlkdebugIoType,
+    offset: number,
+    length: number,
+    io: () => Promise<T>,
+  ): Promise<T> {
+    const before: BlkdebugEvent[] = iotype === "read"
+      ? ["read_aio"]
+      : iotype === "write"
+      ? ["write_aio", "pwritev"]
+      : iotype === "write-zeroes"
+      ? ["pwritev_zero"]
+      : iotype === "flush"
+      ? ["flush_to_os", "flush_to_disk"]
+      : [];
+    for (const e of before) this.event(e);
+    const error = this.check(iotype, offset, length);
+    if (error) {
+      // immediately=off: qemu returns the error after one more turn of the event loop.
+      if (!(error as { immediately?: boolean }).immediately) await Promise.resolve();
+      throw error;
+    }
+    const result = await io();
+    if (iotype === "write" || iotype === "write-zeroes") this.event("pwritev_done");
+    return result;
+  }
 }

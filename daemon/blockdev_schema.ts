@@ -99,8 +99,21 @@ const variants: Record<string, Record<string, OptionMember>> = {
   raw: { file: t.req(ref), offset: t.opt(t.int(0)), size: t.opt(t.int(0)) },
   qed: { file: t.req(ref), backing: t.opt(refOrNull) },
   "copy-on-read": { file: t.req(ref), bottom: t.opt(t.str) },
-  // A subset of blkdebug: error injection on reads (checked by daemon/blkdebug.ts).
-  blkdebug: { image: t.req(ref), "inject-error": t.opt(t.any) },
+  // The rules are checked by daemon/blkdebug.ts; the limits are accepted and not applied.
+  blkdebug: {
+    image: t.req(ref),
+    config: t.opt(t.str),
+    align: t.opt(t.int(0)),
+    "max-transfer": t.opt(t.int(0)),
+    "opt-write-zero": t.opt(t.int(0)),
+    "max-write-zero": t.opt(t.int(0)),
+    "opt-discard": t.opt(t.int(0)),
+    "max-discard": t.opt(t.int(0)),
+    "inject-error": t.opt(t.any),
+    "set-state": t.opt(t.any),
+    "take-child-perms": t.opt(t.any),
+    "unshare-child-perms": t.opt(t.any),
+  },
   "null-co": { size: t.opt(t.int(0)), "latency-ns": t.opt(t.int(0)), "read-zeroes": t.opt(t.bool) },
   nbd: {
     server: t.req(socketAddress),

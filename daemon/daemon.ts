@@ -13,10 +13,12 @@ import { QedstreamError } from "../io/error.ts";
 import type { NbdAddress } from "../nbd/address.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { registerBlockCommands } from "../qmp/block_commands.ts";
+import { registerQedstreamExtensions } from "../qmp/qedstream_extensions.ts";
 import { QmpServer } from "../qmp/server.ts";
 import { listen, type QmpAddress, type QmpListener } from "../qmp/socket_transport.ts";
 import type { DaemonConfig, ListenAddress } from "./args.ts";
 import { GraphBuilder } from "./graph_builder.ts";
+import { registerDaemonBlockdevCommands } from "./blockdev_admin.ts";
 
 /** A refused start-up: the message names the option at fault. */
 export class DaemonError extends QedstreamError {}
@@ -71,6 +73,13 @@ export class Daemon {
     this.#builder = new GraphBuilder(this.graph);
     this.qmp = new QmpServer({ clock, onQuit: () => void this.close() });
     registerBlockCommands(this.qmp, { graph: this.graph, jobs: this.jobs, clock });
+    // Downstream extensions (working sets, manifests, guest first), named by qemu's convention.
+    registerQedstreamExtensions(this.qmp, { graph: this.graph, jobs: this.jobs, clock });
+    registerDaemonBlockdevCommands(this.qmp, {
+      graph: this.graph,
+      jobs: this.jobs,
+      builder: this.#builder,
+    });
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
   }
 

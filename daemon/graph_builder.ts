@@ -20,16 +20,17 @@ import type { BlockGraph } from "../block/graph.ts";
 import type { BlockNode, BlockStatus } from "../block/node.ts";
 import { qedNode } from "../block/qed_node.ts";
 import { rawNode } from "../block/raw_node.ts";
+import { openNbdNode } from "../block/nbd_node.ts";
 import { sourceNode } from "../block/source_node.ts";
 import { FileStorage } from "../io/file_storage.ts";
 import type { Storage } from "../io/storage.ts";
-import { NbdClient } from "../nbd/client.ts";
 import type { NbdAddress } from "../nbd/address.ts";
+import { isNbdUri, parseNbdUri } from "../nbd/uri.ts";
 import { QedImage } from "../qed/image.ts";
 import { probeFormat, resolveBackingPath } from "../qed/open_file.ts";
 import { type NodeOrigin, recordNodeOrigin } from "../qmp/named_block_nodes.ts";
 import { RawImage } from "../qed/raw_image.ts";
-import { checkInjectedRead, parseInjectErrors } from "./blkdebug.ts";
+import { openBlkdebug } from "./blkdebug.ts";
 import type { BlockdevOptions } from "./blockdev_schema.ts";
 
 /** A node the daemon made, with how to release it. */
@@ -115,13 +116,15 @@ export class GraphBuilder {
         const address: NbdAddress = server.type === "unix"
           ? { type: "unix", path: server.path! }
           : { type: "inet", host: server.host!, port: Number(server.port) };
-        const exportName = (options.export as string | undefined) ?? "";
-        const client = await NbdClient.connect({ address, exportName, readOnly: true });
-        const filename = server.type === "unix"
-          ? `nbd+unix:///${exportName}?socket=${server.path}`
-          : `nbd://${server.host}:${server.port}/${exportName}`;
-        const node = sourceNode(client, { nodeName, driver: "nbd", filename });
-        return { node, close: () => client.close() };
+        const ms = (key: string) => Number(options[key] ?? 0) * 1000;
+        // qemu's reconnect-delay / open-timeout are seconds; a stream reading while the
+        // server is away waits reconnect-delay, then sees the error its on-error policy handles.
+        const node = await openNbdNode({ address, exportName: (options.export as string) ?? "" }, {
+          nodeName,
+          readOnly,
+          client: { reconnectDelay: ms("reconnect-delay"), openTimeout: ms("open-timeout") },
+        });
+        return { node, close: () => node.close() };
       }
       case "raw": {
         const child = await this.#child(options.file);
@@ -133,30 +136,29 @@ export class GraphBuilder {
         const bottomName = options.bottom as string | undefined;
         const bottom = bottomName === undefined ? null : this.graph.lookupNode(bottomName);
         const device = new BlockDevice(child, { copyOnRead: { bottom } });
+        // Writes go through the device too: its request tracking is the child's, shared
+        // with a running stream, so a write never races a copy of the same cluster.
         const node = delegateNode(child, {
           nodeName,
           driver: "copy-on-read",
           readOnly,
           read: (offset, buf) => device.read(offset, buf),
+          write: (offset, data) => device.write(offset, data),
+          writeZeroes: (offset, length) => device.writeZeroes(offset, length),
         });
         const origin = { file: child, ...(bottomName ? { options: { bottom: bottomName } } : {}) };
         return { node, close: () => Promise.resolve(), origin };
       }
       case "blkdebug": {
-        const { rules, flat } = parseInjectErrors(options["inject-error"]);
+        const { debug, flat } = await openBlkdebug(options);
         const child = await this.#child(options.image);
         const node = delegateNode(child, {
           nodeName,
           driver: "blkdebug",
           readOnly,
-          read: (offset, buf) => {
-            try {
-              checkInjectedRead(rules, offset, buf.length);
-            } catch (e) {
-              return Promise.reject(e);
-            }
-            return child.read(offset, buf);
-          },
+          read: (o, buf) => debug.request("read", o, buf.length, () => child.read(o, buf)),
+          write: (o, data) => debug.request("write", o, data.length, () => child.write(o, data)),
+          writeZeroes: (o, n) => debug.request("write-zeroes", o, n, () => child.writeZeroes(o, n)),
         });
         const origin = { file: child, fileKey: "image", options: flat };
         return { node, close: () => Promise.resolve(), origin };
@@ -185,10 +187,12 @@ export class GraphBuilder {
       } else if (options.backing && typeof options.backing === "object") {
         backing = await this.#child(options.backing);
       } else if (options.backing !== null && image.backingFile !== undefined) {
-        backing = await this.#openBacking(
-          resolveBackingPath(file.filename, image.backingFile),
-          image.backingFormat === "raw" ? "raw" : undefined,
-        );
+        backing = isNbdUri(image.backingFile)
+          ? await this.#openNbdBacking(image.backingFile)
+          : await this.#openBacking(
+            resolveBackingPath(file.filename, image.backingFile),
+            image.backingFormat === "raw" ? "raw" : undefined,
+          );
       }
     } catch (e) {
       await this.#discard(this.graph.nodes().filter((n) => !before.has(n)));
@@ -214,6 +218,19 @@ export class GraphBuilder {
     const driver = format ?? await probeFormat(this.#storages.get(file)!);
     return await this.#build(
       { driver, file: file.nodeName, "read-only": true },
+      this.graph.autoName(),
+      true,
+    );
+  }
+
+  /** Opens an NBD export named in a header (qemu's URI syntax) as a read-only `nbd` node. */
+  async #openNbdBacking(uri: string): Promise<BlockNode> {
+    const { address, exportName } = parseNbdUri(uri);
+    const server = address.type === "unix"
+      ? { type: "unix", path: address.path }
+      : { type: "inet", host: address.host, port: String(address.port) };
+    return await this.#build(
+      { driver: "nbd", server, export: exportName, "read-only": true },
       this.graph.autoName(),
       true,
     );
@@ -262,6 +279,8 @@ function delegateNode(
     driver: string;
     readOnly: boolean;
     read?: (offset: number, buf: Uint8Array) => Promise<void>;
+    write?: (offset: number, data: Uint8Array) => Promise<void>;
+    writeZeroes?: (offset: number, length: number) => Promise<void>;
   },
 ): BlockNode {
   const refuse = () =>
@@ -282,8 +301,14 @@ function delegateNode(
     },
     ...(child.clusterSize === undefined ? {} : { clusterSize: child.clusterSize }),
     read: options.read ?? ((offset, buf) => child.read(offset, buf)),
-    write: (offset, data) => readOnly ? refuse() : child.write(offset, data),
-    writeZeroes: (offset, length) => readOnly ? refuse() : child.writeZeroes(offset, length),
+    write: (offset, data) =>
+      readOnly ? refuse() : options.write ? options.write(offset, data) : child.write(offset, data),
+    writeZeroes: (offset, length) =>
+      readOnly
+        ? refuse()
+        : options.writeZeroes
+        ? options.writeZeroes(offset, length)
+        : child.writeZeroes(offset, length),
     flush: () => child.flush(),
     blockStatus: (offset, length): Promise<BlockStatus> => child.blockStatus(offset, length),
     close: () => Promise.resolve(),

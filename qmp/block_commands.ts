@@ -22,6 +22,7 @@ import { startStream } from "../block/stream_job.ts";
 import type { Clock } from "../io/clock.ts";
 import { withQmpErrors } from "./block_error_map.ts";
 import { registerJobCommands } from "./job_commands.ts";
+import { registerCommitCommand } from "./commit_command.ts";
 import { jobSettled } from "./_job_waits.ts";
 import { blockDeviceInfo, type HostFileStat, queryNamedBlockNodes } from "./named_block_nodes.ts";
 import { registerSeedCommands } from "./seed_commands.ts";
@@ -160,6 +161,7 @@ export function registerBlockCommands(
   );
 
   registerJobCommands(server, jobs);
+  registerCommitCommand(server, { graph, jobs });
   if (options.seedCommands ?? true) registerSeedCommands(server, { graph, jobs, parallel });
 
   return jobs.on((event) => server.emitEvent(event.event, { ...event.data }));

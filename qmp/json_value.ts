@@ -22,6 +22,7 @@ export class QNum {
 
 /** A JSON object as parsed from the wire: own, null-prototype members in arrival order. */
 export interface JsonObject {
+  /** A member, by name. */
   [key: string]: JsonValue;
 }
 

@@ -58,6 +58,8 @@ export {
   QEMU_JSON_LIMITS,
 } from "./json_parser.ts";
 export { registerJobCommands } from "./job_commands.ts";
+export { BLOCK_COMMIT, registerCommitCommand } from "./commit_command.ts";
+export { type BlockdevAdmin, registerBlockdevCommands } from "./blockdev_commands.ts";
 export { isJsonObject, type JsonObject, type JsonValue, QNum } from "./json_value.ts";
 export { formatDouble, quoteString, toQemuJson } from "./json_writer.ts";
 export {
@@ -73,7 +75,9 @@ export {
 export {
   q,
   type QapiBuilders,
+  type QapiIntName,
   type QapiMember,
+  type QapiMemberSpec,
   type QapiStruct,
   type QapiType,
   visitArguments,
@@ -116,3 +120,10 @@ export {
   type MemoryTransportOptions,
   memoryTransportPair,
 } from "./transport.ts";
+export {
+  QEDSTREAM_BLOCK_STREAM,
+  QEDSTREAM_PREFIX,
+  type QedstreamExtensionsContext,
+  type QedstreamExtensionsOptions,
+  registerQedstreamExtensions,
+} from "./qedstream_extensions.ts";

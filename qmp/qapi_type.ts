@@ -60,8 +60,11 @@ export type QapiType =
 
 /** A struct type (also the type of a command's arguments). */
 export interface QapiStruct {
+  /** Always `"struct"`. */
   readonly kind: "struct";
+  /** The struct's QAPI name (a command's name for its arguments). */
   readonly name: string;
+  /** Its members, in declaration order. */
   readonly members: readonly QapiMember[];
 }
 
@@ -77,20 +80,35 @@ const int = (name: QapiIntName): QapiType => ({ kind: "int", name });
 
 /** The shape of {@linkcode q}: the QAPI builtin types and the type constructors. */
 export interface QapiBuilders {
+  /** `str`: a JSON string. */
   readonly str: QapiType;
+  /** `bool`: `true` or `false`. */
   readonly bool: QapiType;
+  /** `int`: a signed 64-bit integer. */
   readonly int: QapiType;
+  /** `int8`: a signed 8-bit integer. */
   readonly int8: QapiType;
+  /** `int16`: a signed 16-bit integer. */
   readonly int16: QapiType;
+  /** `int32`: a signed 32-bit integer. */
   readonly int32: QapiType;
+  /** `int64`: a signed 64-bit integer. */
   readonly int64: QapiType;
+  /** `uint8`: an unsigned 8-bit integer. */
   readonly uint8: QapiType;
+  /** `uint16`: an unsigned 16-bit integer. */
   readonly uint16: QapiType;
+  /** `uint32`: an unsigned 32-bit integer. */
   readonly uint32: QapiType;
+  /** `uint64`: an unsigned 64-bit integer. */
   readonly uint64: QapiType;
+  /** `size`: an unsigned 64-bit byte count. */
   readonly size: QapiType;
+  /** `number`: any JSON number. */
   readonly number: QapiType;
+  /** `any`: any JSON value. */
   readonly any: QapiType;
+  /** `null`: JSON `null` only. */
   readonly null: QapiType;
   /** An enum with its values. */
   enumOf(name: string, values: readonly string[]): QapiType;
