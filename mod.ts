@@ -13,6 +13,27 @@
  * - `qmp/`: {@linkcode QmpServer} and {@linkcode QmpClient}.
  * - `sim/`: {@linkcode VirtualClock}, the simulated remote template and guest,
  *   and the provisioning scenarios.
+ * - `manage/`: the management API over QMP: the seed's {@linkcode streamDisk}
+ *   and libvirt's block-job calls ({@linkcode blockPull}, {@linkcode blockJobWait}, ...).
+ * - `emulator/`: {@linkcode startEmulator}, an emulated machine for other
+ *   projects' tests, started in one call.
+ *
+ * Each part is also its own entry point (`@qedstream/qedstream/qed`, `/block`,
+ * `/emulator`, ...). `BlockJobInfo` here is block's (qemu's `query-block-jobs`
+ * entry); manage's (libvirt's `virDomainBlockJobInfo`) is {@linkcode ManageBlockJobInfo}.
+ *
+ * @example Test your tool against an emulated machine
+ * ```ts
+ * import { startEmulator } from "./mod.ts";
+ * await using emu = await startEmulator({
+ *   clock: "virtual",
+ *   drives: [{ name: "vm1", template: { type: "remote", template: { size: 16 << 20 } } }],
+ * });
+ * const qmp = await emu.connect();
+ * await qmp.execute("block-stream", { "job-id": "pull", device: "vm1" });
+ * await emu.run(() => qmp.waitEvent("BLOCK_JOB_COMPLETED"));
+ * console.log(emu.drive("vm1").independent); // true
+ * ```
  *
  * @example Stream an in-memory overlay into independence
  * ```ts
@@ -36,3 +57,9 @@ export * from "./nbd/mod.ts";
 export * from "./block/mod.ts";
 export * from "./qmp/mod.ts";
 export * from "./sim/mod.ts";
+export * from "./manage/mod.ts";
+// block/ and manage/ both name a type BlockJobInfo: block's is qemu's
+// query-block-jobs entry, manage's is libvirt's virDomainBlockJobInfo.
+export type { BlockJobInfo } from "./block/mod.ts";
+export type { BlockJobInfo as ManageBlockJobInfo } from "./manage/mod.ts";
+export * from "./emulator/mod.ts";

@@ -41,7 +41,9 @@ function ioError(what: string, path: string, cause: unknown): StorageError {
  * ```
  */
 export class FileStorage implements Storage {
+  /** The path the file was opened at. */
   readonly path: string;
+  /** Whether writes, flushes and truncation are refused. */
   readonly readOnly: boolean;
   #handle: FileHandle;
 
