@@ -14,7 +14,18 @@ import type { BlockNode } from "./node.ts";
 export interface BlockGraphOptions {
   /** Uniform numbers in [0, 1) for the two random digits of automatic names. Default: a fixed-seed generator. */
   random?: () => number;
+  /** Nodes a graph holds before {@linkcode BlockGraph.checkNodeRoom} refuses more. Default {@linkcode MAX_NODES}. */
+  maxNodes?: number;
 }
+
+/**
+ * The default bound on the nodes of a graph. qemu has none (it trusts its
+ * monitor); we bound it on purpose, because `blockdev-add` of a node that
+ * needs no file (`null-co`, or `raw` over an existing node) costs nothing to
+ * ask for, so a hostile client could otherwise grow the graph without end
+ * (issue 8).
+ */
+export const MAX_NODES = 4096;
 
 /** A small deterministic generator (mulberry32) for automatic names. */
 function seeded(seed: number): () => number {
@@ -79,10 +90,26 @@ export class BlockGraph {
   #devices = new Map<string, BlockDevice>();
   #counter = 0;
   #random: () => number;
+  readonly #maxNodes: number;
 
   /** Makes an empty graph. */
   constructor(options: BlockGraphOptions = {}) {
     this.#random = options.random ?? seeded(0x51ed);
+    this.#maxNodes = options.maxNodes ?? MAX_NODES;
+  }
+
+  /**
+   * Throws `TOO_MANY_NODES` when the graph is full. Called before a node is
+   * opened, so a refused `blockdev-add` leaves nothing open; the nodes an image
+   * opens implicitly (its backing chain) may pass the bound by their number.
+   */
+  checkNodeRoom(): void {
+    if (this.#nodes.size >= this.#maxNodes) {
+      throw new BlockError(
+        "TOO_MANY_NODES",
+        `Too many block nodes (at most ${this.#maxNodes}); remove some with blockdev-del`,
+      );
+    }
   }
 
   /** qemu's automatic node name: `#block`, a counter, two random digits (`#block093`, `#block138`). */

@@ -24,7 +24,17 @@ export function isWellFormedId(id: string): boolean {
 export interface JobRegistryOptions {
   /** The clock jobs sleep on. Default: the system clock. */
   clock?: Clock;
+  /** Jobs held at once, concluded ones not yet dismissed included. Default {@linkcode MAX_JOBS}. */
+  maxJobs?: number;
 }
+
+/**
+ * The default bound on the jobs a registry holds. qemu has none (it trusts its
+ * monitor); we bound it on purpose, because a concluded job with
+ * `auto-dismiss: false` stays until dismissed, so a client that never
+ * dismisses would otherwise grow the registry without end (issue 8).
+ */
+export const MAX_JOBS = 1024;
 
 /**
  * Every live job, by id, and the listeners of their events.
@@ -43,10 +53,12 @@ export class JobRegistry {
   readonly clock: Clock;
   #jobs: Job[] = [];
   #listeners = new Set<JobListener>();
+  readonly #maxJobs: number;
 
   /** Makes an empty registry. */
   constructor(options: JobRegistryOptions = {}) {
     this.clock = options.clock ?? systemClock;
+    this.#maxJobs = options.maxJobs ?? MAX_JOBS;
   }
 
   /** Adds a listener of every job event; returns a function that removes it. */
@@ -55,10 +67,19 @@ export class JobRegistry {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Throws qemu's error if `id` cannot name a new job: `Invalid job ID '…'` or `Job ID '…' already in use`. */
+  /**
+   * Throws qemu's error if `id` cannot name a new job: `Invalid job ID '…'` or
+   * `Job ID '…' already in use`; or ours when the registry is full.
+   */
   checkNewId(id: string): void {
     if (!isWellFormedId(id)) throw new JobError("JOB_INVALID_ID", `Invalid job ID '${id}'`);
     if (this.get(id)) throw new JobError("JOB_ID_IN_USE", `Job ID '${id}' already in use`);
+    if (this.#jobs.length >= this.#maxJobs) {
+      throw new JobError(
+        "TOO_MANY_JOBS",
+        `Too many jobs (at most ${this.#maxJobs}); dismiss concluded jobs with job-dismiss`,
+      );
+    }
   }
 
   /** The job with this id, or `undefined`. */

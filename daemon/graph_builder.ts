@@ -79,6 +79,7 @@ export class GraphBuilder {
     if (this.graph.getNode(nodeName)) {
       throw new BlockError("DUPLICATE_NODE", `Duplicate nodes with node-name='${nodeName}'`);
     }
+    this.graph.checkNodeRoom();
     const readOnly = options["read-only"] ?? false;
     const built = await this.#make(options, nodeName, readOnly);
     this.graph.addNode(built.node);

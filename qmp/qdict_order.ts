@@ -14,6 +14,16 @@
 import { encodeModUtf8 } from "./mod_utf8.ts";
 
 const BUCKETS = 512;
+/**
+ * Member names whose bucket is remembered, and the longest one remembered.
+ * The cache is for the short names the schema uses over and over; it must be
+ * bounded in bytes, not only in entries, because a client can send any number
+ * of distinct member names of any length (up to the parser's message limit),
+ * and every name it caches stays in memory for good (issue 8). A longer name
+ * is hashed each time, in time linear in its length, as parsing it was.
+ */
+const BUCKET_CACHE_ENTRIES = 4096;
+const BUCKET_CACHE_KEY_LENGTH = 64;
 const bucketCache = new Map<string, number>();
 
 /** qemu's `tdb_hash` of a key, over its modified-UTF-8 bytes. */
@@ -31,7 +41,9 @@ export function qdictBucket(key: string): number {
   let b = bucketCache.get(key);
   if (b === undefined) {
     b = tdbHash(key) % BUCKETS;
-    if (bucketCache.size < 4096) bucketCache.set(key, b);
+    if (bucketCache.size < BUCKET_CACHE_ENTRIES && key.length <= BUCKET_CACHE_KEY_LENGTH) {
+      bucketCache.set(key, b);
+    }
   }
   return b;
 }

@@ -39,6 +39,27 @@ async function waitForSocket(path: string, ms: number): Promise<void> {
   }
 }
 
+/**
+ * The `--blockdev` arguments of drive `i`: the template's `file` and `raw`
+ * nodes `tplf<i>`/`tpl<i>`, the overlay's `file` node `f<i>` and its QED node
+ * `d<i>` backed by `tpl<i>`.
+ */
+export function driveBlockdevArgs(template: string, overlay: string, i: number): string[] {
+  // One template node per drive, as qemu opens a backing file per overlay: a
+  // stream blocks every node down to its base, so two streams cannot share one
+  // (qemu: "Node 'tpl' is busy: block device is in use by block job: stream").
+  return [
+    "--blockdev",
+    `driver=file,node-name=tplf${i},filename=${template},read-only=on`,
+    "--blockdev",
+    `driver=raw,node-name=tpl${i},file=tplf${i},read-only=on`,
+    "--blockdev",
+    `driver=file,node-name=f${i},filename=${overlay}`,
+    "--blockdev",
+    `driver=qed,node-name=d${i},file=f${i},backing=tpl${i}`,
+  ];
+}
+
 /** Starts `qedstream serve` in `dir` with a `templateBytes` template and `drives` overlays. */
 export async function startServe(
   dir: string,
@@ -53,19 +74,7 @@ export async function startServe(
     const path = join(dir, `d${i}.qed`);
     paths.push(path);
     await runOk("qemu-img", ["create", "-q", "-f", "qed", "-b", template, "-F", "raw", path]);
-    // One template node per drive, as qemu opens a backing file per overlay: a
-    // stream blocks every node down to its base, so two streams cannot share one
-    // (qemu: "Node 'tpl' is busy: block device is in use by block job: stream").
-    args.push(
-      "--blockdev",
-      `driver=file,node-name=tplf${i},filename=${template},read-only=on`,
-      "--blockdev",
-      `driver=raw,node-name=tpl${i},file=tplf${i},read-only=on`,
-      "--blockdev",
-      `driver=file,node-name=f${i},filename=${path}`,
-      "--blockdev",
-      `driver=qed,node-name=d${i},file=f${i},backing=tpl${i}`,
-    );
+    args.push(...driveBlockdevArgs(template, path, i));
   }
   const qmp = join(dir, "qmp.sock");
   const nbd = join(dir, "nbd.sock");
