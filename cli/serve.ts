@@ -3,8 +3,9 @@
  * qemu-storage-daemon where they overlap. It takes qemu-storage-daemon's
  * command line (`--blockdev`, `--chardev socket,…` with `--monitor`,
  * `--nbd-server`, `--export type=nbd,…`, `--pidfile`), plus `--qmp unix:PATH`
- * / `--qmp tcp:HOST:PORT` and `--allow-remote`, and runs until `quit`,
- * SIGINT or SIGTERM, which shut it down cleanly.
+ * / `--qmp tcp:HOST:PORT`, `--allow-remote` and the working-set options
+ * `--working-set NODE=FILE` / `--record-working-set NODE=FILE`, and runs
+ * until `quit`, SIGINT or SIGTERM, which shut it down cleanly.
  *
  * @module
  */
@@ -33,11 +34,21 @@ QMP monitors and NBD exports.
   --export [type=]nbd,id=<id>,node-name=<N>[,name=<export-name>][,writable=on|off]
   --pidfile <path>       write the process ID there once started
   --allow-remote         let TCP listeners use addresses other than loopback
+  --working-set <node>=<file>
+                         streams of that node copy the file's ranges first
+                         (block-stream, and __com.qedstream_block-stream when it
+                         names no working set); the file must belong to the
+                         node's backing chain
+  --record-working-set <node>=<file>
+                         record the ranges guest reads (NBD exports or devices
+                         of that node) take from its backing chain; the file is
+                         written at shutdown
   -h, --help             this help
   -V, --version          the version
 
 Unix sockets are created readable and writable by their owner only.
-SIGINT, SIGTERM and QMP 'quit' cancel running jobs, flush and close every image.
+SIGINT, SIGTERM and QMP 'quit' cancel running jobs, write recorded working
+sets, flush and close every image.
 `;
 
 /** Runs `qedstream serve` until it is told to stop. */
@@ -67,5 +78,6 @@ export async function serveCommand(argv: readonly string[], out: CliOutput): Pro
     for (const signal of signals) Deno.removeSignalListener(signal, stop);
     if (config.pidfile) await Deno.remove(config.pidfile).catch(() => {});
   }
-  return 0;
+  // Each failure was logged already; the exit code tells a script the shutdown lost something.
+  return daemon.shutdownErrors.length > 0 ? 1 : 0;
 }

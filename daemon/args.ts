@@ -5,7 +5,9 @@
  * Supported: `--blockdev`, `--chardev socket,…`, `--monitor`, `--nbd-server`,
  * `--export type=nbd,…`, `--pidfile`, `-h`/`--help`, `-V`/`--version`, plus
  * qedstream's short form `--qmp unix:PATH` / `--qmp tcp:HOST:PORT` and
- * `--allow-remote` (TCP on an address other than loopback).
+ * `--allow-remote` (TCP on an address other than loopback), and the
+ * working-set options `--working-set NODE=FILE` and
+ * `--record-working-set NODE=FILE` (`block/working_set.ts`).
  *
  * @module
  */
@@ -36,6 +38,14 @@ export interface ExportConfig {
   writable: boolean;
 }
 
+/** A working-set file tied to a node, from `--working-set` or `--record-working-set`. */
+export interface WorkingSetOption {
+  /** The overlay whose backing chain the file describes. */
+  nodeName: string;
+  /** The working-set file. */
+  file: string;
+}
+
 /** Everything `serve` was asked to set up, in command-line order where it matters. */
 export interface DaemonConfig {
   blockdevs: BlockdevOptions[];
@@ -43,6 +53,10 @@ export interface DaemonConfig {
   nbdServer?: { address: ListenAddress; maxConnections?: number };
   exports: ExportConfig[];
   pidfile?: string;
+  /** `--working-set`: the ranges streams of the node copy first unless told otherwise. */
+  workingSets: WorkingSetOption[];
+  /** `--record-working-set`: the guest reads of the node to record until shutdown. */
+  recordWorkingSets: WorkingSetOption[];
   allowRemote: boolean;
   help: boolean;
   version: boolean;
@@ -57,7 +71,9 @@ const OPTIONS_WITH_ARGUMENT = new Set([
   "object",
   "pidfile",
   "qmp",
+  "record-working-set",
   "trace",
+  "working-set",
 ]);
 
 const socketAddress = (path: string, value: unknown, fromKeyval: boolean): ListenAddress => {
@@ -194,6 +210,25 @@ export function parseSocketAddress(text: string): ListenAddress {
   );
 }
 
+/** Parses `NODE=FILE`; a node may be named once per option. */
+function parseWorkingSetOption(
+  text: string,
+  seen: readonly WorkingSetOption[],
+): WorkingSetOption {
+  const eq = text.indexOf("=");
+  if (eq <= 0 || eq === text.length - 1) {
+    throw new OptionError("OPTION_BAD_WORKING_SET", "expected NODE=FILE");
+  }
+  const option = { nodeName: text.slice(0, eq), file: text.slice(eq + 1) };
+  if (seen.some((o) => o.nodeName === option.nodeName)) {
+    throw new OptionError(
+      "OPTION_DUPLICATE",
+      `node '${option.nodeName}' already has a working-set file`,
+    );
+  }
+  return option;
+}
+
 /** An error in one command-line argument, prefixed as qemu-storage-daemon prefixes it. */
 function inArgument(option: string, value: string, e: unknown): never {
   if (e instanceof OptionError) {
@@ -222,6 +257,8 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig {
     blockdevs: [],
     monitors: [],
     exports: [],
+    workingSets: [],
+    recordWorkingSets: [],
     allowRemote: false,
     help: false,
     version: false,
@@ -337,6 +374,12 @@ export function parseDaemonArgs(argv: readonly string[]): DaemonConfig {
         }
         case "pidfile":
           config.pidfile = value;
+          break;
+        case "working-set":
+          config.workingSets.push(parseWorkingSetOption(value, config.workingSets));
+          break;
+        case "record-working-set":
+          config.recordWorkingSets.push(parseWorkingSetOption(value, config.recordWorkingSets));
           break;
         case "object":
         case "trace":

@@ -1,6 +1,7 @@
 /**
  * The emulated machine behind `qedstream serve`: block nodes built from
- * `--blockdev`, QMP monitors, NBD exports, and a clean shutdown.
+ * `--blockdev`, QMP monitors, NBD exports, working sets given or recorded
+ * per node, and a clean shutdown.
  *
  * @module
  */
@@ -8,15 +9,25 @@
 import { BlockDevice } from "../block/device.ts";
 import { BlockGraph } from "../block/graph.ts";
 import { JobRegistry } from "../block/job_registry.ts";
+import type { BlockNode } from "../block/node.ts";
+import { armStreamExtras } from "../block/stream_job.ts";
+import { templateFingerprint } from "../block/template_fingerprint.ts";
+import {
+  type ByteRange,
+  checkWorkingSetTemplate,
+  decodeWorkingSet,
+  encodeWorkingSet,
+} from "../block/working_set.ts";
+import { attachWorkingSetRecorder, WorkingSetRecorder } from "../block/working_set_recorder.ts";
 import { type Clock, systemClock } from "../io/clock.ts";
 import { QedstreamError } from "../io/error.ts";
 import type { NbdAddress } from "../nbd/address.ts";
 import { NbdServer } from "../nbd/server.ts";
 import { registerBlockCommands } from "../qmp/block_commands.ts";
-import { registerQedstreamExtensions } from "../qmp/qedstream_extensions.ts";
+import { QEDSTREAM_PREFIX, registerQedstreamExtensions } from "../qmp/qedstream_extensions.ts";
 import { QmpServer } from "../qmp/server.ts";
 import { listen, type QmpAddress, type QmpListener } from "../qmp/socket_transport.ts";
-import type { DaemonConfig, ListenAddress } from "./args.ts";
+import type { DaemonConfig, ListenAddress, WorkingSetOption } from "./args.ts";
 import { GraphBuilder } from "./graph_builder.ts";
 import { registerDaemonBlockdevCommands } from "./blockdev_admin.ts";
 
@@ -27,8 +38,22 @@ export class DaemonError extends QedstreamError {}
 export interface DaemonOptions {
   /** The clock for jobs, rate limits and event timestamps. Default {@linkcode systemClock}. */
   clock?: Clock;
-  /** Where start-up notes go (TCP listeners, remote access). Default: nowhere. */
+  /** Where start-up and shutdown notes go (TCP listeners, working sets written). Default: nowhere. */
   log?: (line: string) => void;
+  /** Reads a working-set file. Default `Deno.readFile`. */
+  readFile?: (path: string) => Promise<Uint8Array>;
+  /** Writes a recorded working-set file. Default `Deno.writeFile`. */
+  writeFile?: (path: string, data: Uint8Array) => Promise<void>;
+}
+
+/** A `--record-working-set` in progress. */
+interface Recording {
+  option: WorkingSetOption;
+  recorder: WorkingSetRecorder;
+  /** The backing chain's size and fingerprint, taken at start-up: a stream may drop the chain before shutdown. */
+  templateSize: number;
+  fingerprint: Uint8Array;
+  detach: () => void;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
@@ -62,6 +87,13 @@ export class Daemon {
   readonly #builder: GraphBuilder;
   readonly #listeners: QmpListener[] = [];
   #nbd: NbdServer | undefined;
+  /** `--working-set`: the ranges a stream of the node copies first unless its command names others. */
+  readonly #workingSets = new Map<BlockNode, readonly ByteRange[]>();
+  readonly #recordings: Recording[] = [];
+  readonly #shutdownErrors: Error[] = [];
+  #log: (line: string) => void = () => {};
+  #writeFile: (path: string, data: Uint8Array) => Promise<void> = (path, data) =>
+    Deno.writeFile(path, data);
   #closing: Promise<void> | undefined;
   #resolveClosed!: () => void;
   /** Resolves when the daemon has shut down. */
@@ -83,6 +115,11 @@ export class Daemon {
     this.closed = new Promise((resolve) => this.#resolveClosed = resolve);
   }
 
+  /** What went wrong while shutting down (a recorded working set that could not be written). */
+  get shutdownErrors(): readonly Error[] {
+    return this.#shutdownErrors;
+  }
+
   /** The addresses the QMP monitors listen on (real ports when 0 was asked). */
   get monitors(): QmpAddress[] {
     return this.#listeners.map((l) => l.address);
@@ -96,8 +133,14 @@ export class Daemon {
   static async start(config: DaemonConfig, options: DaemonOptions = {}): Promise<Daemon> {
     const daemon = new Daemon(options.clock ?? systemClock);
     const log = options.log ?? (() => {});
+    daemon.#log = log;
+    if (options.writeFile) daemon.#writeFile = options.writeFile;
     try {
       for (const blockdev of config.blockdevs) await daemon.#builder.add(blockdev);
+      const readFile = options.readFile ?? ((path: string) => Deno.readFile(path));
+      for (const option of config.workingSets) await daemon.#loadWorkingSet(option, readFile);
+      if (config.workingSets.length > 0) daemon.#defaultWorkingSets();
+      for (const option of config.recordWorkingSets) await daemon.#startRecording(option);
       for (const monitor of config.monitors) {
         daemon.#checkRemote(monitor.address, config.allowRemote, "QMP monitor");
         daemon.#listeners.push(await listen(daemon.qmp, qmpAddress(monitor.address)));
@@ -141,10 +184,124 @@ export class Daemon {
         if (address.type === "inet") log(`NBD server listening on ${describe(address)}`);
       }
     } catch (e) {
+      // A daemon that never ran recorded nothing: leave the files alone.
+      for (const rec of daemon.#recordings.splice(0)) rec.detach();
       await daemon.close();
       throw e;
     }
     return daemon;
+  }
+
+  /** Reads a `--working-set` file and checks it belongs to the node's backing chain. */
+  async #loadWorkingSet(
+    option: WorkingSetOption,
+    readFile: (path: string) => Promise<Uint8Array>,
+  ): Promise<void> {
+    try {
+      const template = this.#backingOf(option.nodeName);
+      const ws = decodeWorkingSet(await readFile(option.file));
+      await checkWorkingSetTemplate(ws, template);
+      this.#workingSets.set(this.graph.lookup(option.nodeName).node, ws.ranges);
+    } catch (e) {
+      throw optionError("working-set", option, e);
+    }
+  }
+
+  /**
+   * Makes the `--working-set` ranges the default of the streams of their
+   * nodes: `block-stream` copies them first, and so does
+   * `__com.qedstream_block-stream` unless it names a working set itself.
+   * The handlers are replaced in place, so `query-commands` is unchanged.
+   */
+  #defaultWorkingSets(): void {
+    const commands = this.qmp.commands;
+    const rangesOf = (device: unknown): [BlockNode, readonly ByteRange[]] | undefined => {
+      try {
+        const { node } = this.graph.lookup(String(device));
+        const ranges = this.#workingSets.get(node);
+        return ranges ? [node, ranges] : undefined;
+      } catch {
+        return undefined; // the command itself reports the unknown device, in qemu's words
+      }
+    };
+    const plain = commands.find("block-stream")!.handler;
+    commands.handle("block-stream", async (args, context) => {
+      const found = rangesOf(args.device);
+      if (!found) return await plain(args, context);
+      const disarm = armStreamExtras(found[0], { workingSet: found[1] });
+      try {
+        return await plain(args, context);
+      } finally {
+        disarm();
+      }
+    });
+    const extendedName = `${QEDSTREAM_PREFIX}block-stream`;
+    const extended = commands.find(extendedName)!.handler;
+    commands.handle(extendedName, (args, context) => {
+      const found = rangesOf(args.device);
+      const named = args["working-set"] !== undefined || args["working-set-ranges"] !== undefined;
+      return extended(
+        found && !named ? { ...args, "working-set-ranges": found[1] } : args,
+        context,
+      );
+    });
+  }
+
+  /** Starts a `--record-working-set`: guest reads on the node that miss it are noted until shutdown. */
+  async #startRecording(option: WorkingSetOption): Promise<void> {
+    try {
+      const template = this.#backingOf(option.nodeName);
+      const node = this.graph.lookup(option.nodeName).node;
+      const recorder = new WorkingSetRecorder();
+      this.#recordings.push({
+        option,
+        recorder,
+        templateSize: template.size,
+        fingerprint: await templateFingerprint(template),
+        detach: attachWorkingSetRecorder(node, recorder),
+      });
+    } catch (e) {
+      throw optionError("record-working-set", option, e);
+    }
+  }
+
+  /** Writes every recorded working set; a failure is logged and kept, the others still written. */
+  async #writeRecordings(): Promise<void> {
+    for (const rec of this.#recordings.splice(0)) {
+      rec.detach();
+      rec.recorder.stop();
+      const { nodeName, file } = rec.option;
+      try {
+        const ranges = rec.recorder.ranges.map((r) => ({ ...r }));
+        await this.#writeFile(
+          file,
+          encodeWorkingSet({
+            templateSize: rec.templateSize,
+            fingerprint: rec.fingerprint,
+            ranges,
+          }),
+        );
+        this.#log(
+          `working set of '${nodeName}' written to ${file}: ${ranges.length} ranges, ${rec.recorder.bytes} bytes`,
+        );
+      } catch (e) {
+        const error = new DaemonError(
+          "WORKING_SET_NOT_WRITTEN",
+          `Could not write the working set of '${nodeName}' to ${file}: ${(e as Error).message}`,
+          { cause: e },
+        );
+        this.#shutdownErrors.push(error);
+        this.#log(error.message);
+      }
+    }
+  }
+
+  #backingOf(nodeName: string): BlockNode {
+    const template = this.graph.lookup(nodeName).node.backing;
+    if (!template) {
+      throw new DaemonError("NO_BACKING", `node '${nodeName}' has no backing file`);
+    }
+    return template;
   }
 
   #checkRemote(address: ListenAddress, allowRemote: boolean, what: string): void {
@@ -176,9 +333,20 @@ export class Daemon {
       for (const listener of this.#listeners) await listener.close();
       this.qmp.close();
       await this.#nbd?.close();
+      // Before the images close: the guests are gone, so nothing more is read.
+      await this.#writeRecordings();
       await this.#builder.close();
       this.#resolveClosed();
     })();
     return this.#closing;
   }
+}
+
+/** A failed working-set option as one line: the option, then what is wrong. */
+function optionError(name: string, option: WorkingSetOption, e: unknown): DaemonError {
+  const code = e instanceof QedstreamError ? e.code : "WORKING_SET_UNUSABLE";
+  const what = e instanceof Error ? e.message : String(e);
+  return new DaemonError(code, `--${name} ${option.nodeName}=${option.file}: ${what}`, {
+    cause: e,
+  });
 }
