@@ -30,7 +30,9 @@
  *   (kept in the pinned cached table) and written per table, coalesced,
  *   after a flush, at the next flush, close, check, backing change or
  *   need-check clear, or when more than 8 tables are pending (see
- *   `#allocateData` for why this is crash-safe). With a backing file they are
+ *   `#allocateData` for why this is crash-safe). A backing change flushes
+ *   them before its header write, so no entry is lost after the header
+ *   stops naming the file it relied on. With a backing file they are
  *   deferred only while allocating writes queue (group commit).
  * - In-memory tables change only after the data they point at is written, so
  *   a concurrent read never sees a mapping to unwritten data.
@@ -45,6 +47,9 @@
  * - Without a backing file, existing-table L2 sectors are written at the
  *   next flush (after a flush of the data) rather than after each write; the
  *   file's bytes after a flush are qemu's, only the syscall order differs.
+ * - `changeBackingFile()` flushes before its header write (qemu does not),
+ *   so a power cut cannot leave the header without the backing file while
+ *   the last L2 entries that needed it are lost.
  * - Need-check is cleared by `flush()` (qemu: by drain or its 5-second timer,
  *   which runs here only when a clock is given) and by `close()` only while
  *   no corruption is known to remain; qemu's close clears it always (§14.5).
@@ -611,8 +616,10 @@ export class QedImage implements BackingImage {
    * `""`), as qemu's change-backing-file does (§12.1): the backing feature
    * bits are recomputed (`NO_PROBE` iff `format` is exactly `"raw"`), the
    * name is placed at offset 64, exactly `64 + length` bytes are written at 0
-   * and flushed; old name bytes past that are left as they are. The attached
-   * {@linkcode backing} image is not changed.
+   * and flushed; old name bytes past that are left as they are. Unlike
+   * qemu, every L2 entry (deferred ones written first) is flushed before
+   * the header changes. The attached {@linkcode backing} image is not
+   * changed.
    *
    * @throws {QedIoError} `QED_NO_SPACE` when the name does not fit the header
    * area (qemu: `ENOSPC`), `QED_UNSUPPORTED` when naming a backing file while
@@ -637,6 +644,12 @@ export class QedImage implements BackingImage {
     const release = await this.#lock.acquire();
     try {
       await this.#settleL2();
+      // Every L2 entry must be durable before the header stops naming (or
+      // changes) the backing file: an entry lost after that would read as
+      // zeros or from the wrong file, not from the old backing file (qemu
+      // does not flush here; a stream's last copied clusters were lost).
+      // block/_stream_common.ts also flushes before calling this.
+      await this.storage.flush();
       const header = { ...this.#header };
       header.features &= ~(QED_F_BACKING_FILE | QED_F_BACKING_FORMAT_NO_PROBE);
       if (bytes.length > 0) {
