@@ -407,6 +407,8 @@ export async function startEmulator(options: EmulatorOptions = {}): Promise<Emul
       blockdevs: [],
       monitors: (options.monitors ?? []).map(monitorConfig),
       exports: [],
+      workingSets: [],
+      recordWorkingSets: [],
       allowRemote: false,
       help: false,
       version: false,
