@@ -10,7 +10,7 @@
 
 import { corFiltersOf } from "./device.ts";
 import { BlockError } from "./error.ts";
-import { nodeBlocker } from "./graph.ts";
+import { type BlockGraph, nodeBlocker } from "./graph.ts";
 import { type BlockNode, chainOf } from "./node.ts";
 
 /** A node a chain walk meets: an image or a filter between two images. */
@@ -72,4 +72,25 @@ export function checkChainFree(
       throw new BlockError("NODE_BUSY", `Node '${name}' is busy: ${blocker}`);
     }
   }
+}
+
+/**
+ * Resolves a node given as itself or by node name: through `graph` when
+ * there is one, else along the chain below `from`; fails with qemu's text.
+ */
+export function lookupChainNode(
+  ref: BlockNode | string,
+  graph: BlockGraph | undefined,
+  from: BlockNode,
+): BlockNode {
+  if (typeof ref !== "string") return ref;
+  if (graph) return graph.lookupNode(ref);
+  for (const node of chainOf(from)) if (node.nodeName === ref) return node;
+  throw new BlockError("NODE_NOT_FOUND", `Cannot find device='' nor node-name='${ref}'`);
+}
+
+/** Whether `node` is `from` or below it in its backing chain. */
+export function chainContains(from: BlockNode, node: BlockNode): boolean {
+  for (const n of chainOf(from)) if (n === node) return true;
+  return false;
 }

@@ -37,7 +37,7 @@
  * @module
  */
 
-import { checkChainFree } from "./chain_walk.ts";
+import { chainContains, checkChainFree, lookupChainNode } from "./chain_walk.ts";
 import { BlockDevice } from "./device.ts";
 import { BlockError } from "./error.ts";
 import { type BlockGraph, blockNode } from "./graph.ts";
@@ -99,18 +99,6 @@ export interface CommitChain {
   active: boolean;
 }
 
-function lookupNode(ref: BlockNode | string, graph: BlockGraph | undefined, from: BlockNode) {
-  if (typeof ref !== "string") return ref;
-  if (graph) return graph.lookupNode(ref);
-  for (const node of chainOf(from)) if (node.nodeName === ref) return node;
-  throw new BlockError("NODE_NOT_FOUND", `Cannot find device='' nor node-name='${ref}'`);
-}
-
-function contains(from: BlockNode, node: BlockNode): boolean {
-  for (const n of chainOf(from)) if (n === node) return true;
-  return false;
-}
-
 /**
  * Checks `block-commit`'s arguments in qemu 7.2's order (after the device
  * lookup): the device not busy, `top`/`top-node`, `base`/`base-node`, not
@@ -124,8 +112,8 @@ export function resolveCommitChain(device: BlockNode, options: CommitOptions): C
   }
   let top = device;
   if (options.topNode !== undefined) {
-    top = lookupNode(options.topNode, graph, device);
-    if (!contains(device, top)) {
+    top = lookupChainNode(options.topNode, graph, device);
+    if (!chainContains(device, top)) {
       throw new BlockError(
         "TOP_NOT_IN_CHAIN",
         `'${top.nodeName}' is not in this backing file chain`,
@@ -142,8 +130,8 @@ export function resolveCommitChain(device: BlockNode, options: CommitOptions): C
   }
   let base: BlockNode | undefined;
   if (options.baseNode !== undefined) {
-    base = lookupNode(options.baseNode, graph, top);
-    if (!contains(top, base)) {
+    base = lookupChainNode(options.baseNode, graph, top);
+    if (!chainContains(top, base)) {
       throw new BlockError(
         "BASE_NOT_IN_CHAIN",
         `'${base.nodeName}' is not in this backing file chain`,

@@ -57,7 +57,7 @@ import { RangeSet } from "./_range_set.ts";
 import type { ByteRange } from "./working_set.ts";
 import { BlockError } from "./error.ts";
 import { type BlockGraph, blockNode } from "./graph.ts";
-import { checkChainFree } from "./chain_walk.ts";
+import { chainContains, checkChainFree, lookupChainNode } from "./chain_walk.ts";
 import { Job, type JobType, type OnErrorPolicy } from "./job.ts";
 import type { JobRegistry } from "./job_registry.ts";
 import { type BlockNode, chainOf } from "./node.ts";
@@ -142,22 +142,6 @@ export interface StreamChain {
   baseOverlay: BlockNode;
 }
 
-function lookupNode(
-  ref: BlockNode | string,
-  graph: BlockGraph | undefined,
-  top: BlockNode,
-): BlockNode {
-  if (typeof ref !== "string") return ref;
-  if (graph) return graph.lookupNode(ref);
-  for (const node of chainOf(top)) if (node.nodeName === ref) return node;
-  throw new BlockError("NODE_NOT_FOUND", `Cannot find device='' nor node-name='${ref}'`);
-}
-
-function contains(top: BlockNode, node: BlockNode): boolean {
-  for (const n of chainOf(top)) if (n === node) return true;
-  return false;
-}
-
 /**
  * Checks `block-stream`'s arguments in qemu's order (`qmp-streaming.md` §2.2,
  * checks 1–9) and finds the base and the base overlay.
@@ -192,8 +176,8 @@ export function resolveStreamChain(top: BlockNode, options: StreamOptions): Stre
     }
   }
   if (baseNode !== undefined) {
-    baseBs = lookupNode(baseNode, graph, top);
-    if (baseBs === top || !contains(top, baseBs)) {
+    baseBs = lookupChainNode(baseNode, graph, top);
+    if (baseBs === top || !chainContains(top, baseBs)) {
       throw new BlockError(
         "BASE_NOT_IN_CHAIN",
         `Node '${baseBs.nodeName}' is not a backing image of '${deviceName}'`,
@@ -201,8 +185,8 @@ export function resolveStreamChain(top: BlockNode, options: StreamOptions): Stre
     }
   }
   if (bottom !== undefined) {
-    bottomBs = lookupNode(bottom, graph, top);
-    if (!contains(top, bottomBs)) {
+    bottomBs = lookupChainNode(bottom, graph, top);
+    if (!chainContains(top, bottomBs)) {
       throw new BlockError(
         "BOTTOM_NOT_IN_CHAIN",
         `Node '${bottomBs.nodeName}' is not in a chain starting from '${deviceName}'`,

@@ -9,6 +9,7 @@
  * @module
  */
 
+import { JOB_STATUSES, type JobStatus } from "../block/job_status.ts";
 import { q, type QapiStruct } from "./qapi_type.ts";
 
 /** How a command is declared: its name, its argument type, whether it may run out of band. */
@@ -25,20 +26,8 @@ export interface QmpCommandSchema {
 
 /** `BlockdevOnError`. */
 export const BLOCKDEV_ON_ERROR = ["report", "ignore", "enospc", "stop", "auto"] as const;
-/** `JobStatus`. */
-export const JOB_STATUS = [
-  "undefined",
-  "created",
-  "running",
-  "paused",
-  "ready",
-  "standby",
-  "waiting",
-  "pending",
-  "aborting",
-  "concluded",
-  "null",
-] as const;
+/** `JobStatus`: the job core's list, in qemu's enum order. */
+export const JOB_STATUS: readonly JobStatus[] = JOB_STATUSES;
 /** `JobType` (7.2). */
 export const JOB_TYPE = [
   "commit",
