@@ -87,3 +87,18 @@ export async function measuredRun(
     peakRssKiB: peak,
   };
 }
+
+/** Runs a program to completion; throws with its stderr when it exits non-zero. */
+export async function runOk(program: string, args: string[], cwd?: string): Promise<string> {
+  const out = await new Deno.Command(program, {
+    args,
+    stdout: "piped",
+    stderr: "piped",
+    ...(cwd ? { cwd } : {}),
+  }).output();
+  const dec = new TextDecoder();
+  if (out.code !== 0) {
+    throw new Error(`${program} ${args.join(" ")} exited ${out.code}: ${dec.decode(out.stderr)}`);
+  }
+  return dec.decode(out.stdout);
+}

@@ -36,6 +36,7 @@ import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { NbdClient } from "../nbd/client.ts";
 import { formatMachine, machineInfo } from "./_machine.ts";
+import { runOk } from "./_process.ts";
 import { qsdBlockStream } from "./_qsd.ts";
 
 const MiB = 1024 * 1024;
@@ -96,20 +97,6 @@ function parseOptions(argv: string[]): Options {
     throw new Error("bad --size, --delay or --sparse-data");
   }
   return o;
-}
-
-async function runOk(program: string, args: string[], cwd?: string): Promise<string> {
-  const out = await new Deno.Command(program, {
-    args,
-    stdout: "piped",
-    stderr: "piped",
-    ...(cwd ? { cwd } : {}),
-  }).output();
-  const dec = new TextDecoder();
-  if (out.code !== 0) {
-    throw new Error(`${program} ${args.join(" ")} exited ${out.code}: ${dec.decode(out.stderr)}`);
-  }
-  return dec.decode(out.stdout);
 }
 
 /** Whether `program` is on the PATH. */

@@ -36,7 +36,7 @@
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
 import { formatMachine, machineInfo } from "./_machine.ts";
-import { measuredRun } from "./_process.ts";
+import { measuredRun, runOk } from "./_process.ts";
 import { qsdBlockStream } from "./_qsd.ts";
 
 const MiB = 1024 * 1024;
@@ -84,20 +84,6 @@ function parseOptions(argv: string[]): Options {
     throw new Error("bad --size or --runs");
   }
   return options;
-}
-
-async function runOk(program: string, args: string[], cwd?: string): Promise<string> {
-  const out = await new Deno.Command(program, {
-    args,
-    stdout: "piped",
-    stderr: "piped",
-    ...(cwd ? { cwd } : {}),
-  }).output();
-  const dec = new TextDecoder();
-  if (out.code !== 0) {
-    throw new Error(`${program} ${args.join(" ")} exited ${out.code}: ${dec.decode(out.stderr)}`);
-  }
-  return dec.decode(out.stdout);
 }
 
 /** Writes `sizeMiB` MiB of random data, 1 MiB at a time. */
