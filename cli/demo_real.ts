@@ -87,6 +87,9 @@ async function startRepository(
   options: { rttMs: number; bitsPerSecond: number },
 ): Promise<Repository> {
   const socket = join(dir, "repository.sock");
+  // nbdkit writes its pid file only once the socket accepts connections; the
+  // socket file itself appears at bind(), before listen(), too early to connect.
+  const pidfile = join(dir, "nbdkit.pid");
   // One read waits one round trip; the rate filter counts bits per second for the whole server.
   const args = [
     "--filter=rate",
@@ -98,7 +101,7 @@ async function startRepository(
     `rdelay=${options.rttMs}ms`,
   ];
   const child = new Deno.Command("nbdkit", {
-    args: ["-f", "-U", socket, "-e", EXPORT, ...args],
+    args: ["-f", "-U", socket, "-P", pidfile, "-e", EXPORT, ...args],
     stdout: "null",
     stderr: "piped",
   }).spawn();
@@ -115,7 +118,7 @@ async function startRepository(
   };
   for (let waited = 0; waited < START_TIMEOUT_MS && !exited; waited += 10) {
     try {
-      if ((await Deno.stat(socket)).isSocket) {
+      if ((await Deno.stat(pidfile)).size > 0) {
         return { socket, uri: `nbd+unix:///${EXPORT}?socket=${socket}`, args, stop };
       }
     } catch {

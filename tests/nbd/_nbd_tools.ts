@@ -147,9 +147,28 @@ export interface Peer extends AsyncDisposable {
   readonly pid: number;
 }
 
-/** Starts `program` and waits until `socket` exists (up to 10 s). */
+/** The option that makes `program` write a pid file once it accepts connections, if it has one. */
+function readinessArgs(program: string, pidfile: string): string[] {
+  if (program === "nbdkit") return ["-P", pidfile];
+  if (program === "qemu-nbd") return [`--pid-file=${pidfile}`];
+  return [];
+}
+
+/**
+ * Starts `program` and waits until it accepts connections on `socket` (up to
+ * 10 s): nbdkit and qemu-nbd say so by writing a pid file (the socket file
+ * appears at bind(), before listen(), when a connect is still refused);
+ * anything else is awaited by the socket file.
+ */
 export async function startPeer(program: string, args: string[], socket: string): Promise<Peer> {
-  const child = new Deno.Command(program, { args, stdout: "null", stderr: "piped" }).spawn();
+  const pidfile = `${socket}.pid`;
+  const ready = readinessArgs(program, pidfile);
+  await Deno.remove(pidfile).catch(() => {});
+  const child = new Deno.Command(program, {
+    args: [...ready, ...args],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
   let exited = false;
   const status = child.status.then((s) => {
     exited = true;
@@ -166,9 +185,11 @@ export async function startPeer(program: string, args: string[], socket: string)
     }
     await status;
     await stderr;
+    await Deno.remove(pidfile).catch(() => {});
   };
   for (let i = 0; i < 1000; i++) {
     try {
+      if (ready.length > 0 && (await Deno.stat(pidfile)).size === 0) throw new Error("not ready");
       await Deno.stat(socket);
       return { pid: child.pid, kill, [Symbol.asyncDispose]: kill };
     } catch {
