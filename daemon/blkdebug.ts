@@ -15,6 +15,12 @@
  *   request and whose `iotype` matches fails it with `errno`; a `once` rule
  *   is removed when it fires. `immediately=off` only delays the error to a
  *   later turn of the event loop, as qemu does.
+ * - Two downstream rule options, named by qemu's convention for them, make
+ *   faults that qemu's blkdebug cannot: `__com.qedstream_sectors=N` widens
+ *   the rule from its one `sector` to N sectors (a range), and
+ *   `__com.qedstream_probability=P` (0 to 1) fails a matching request only
+ *   with that probability, drawn from a PRNG seeded by the rule's index so a
+ *   run repeats exactly.
  * - The events raised are those qemu raises for a `raw` format over the
  *   blkdebug node (its usual use): `read_aio` before every read,
  *   `write_aio` then `pwritev` before every write (`pwritev_zero` for
@@ -27,6 +33,7 @@
  */
 
 import { BlockError } from "../block/error.ts";
+import { Random } from "../sim/random.ts";
 import { OptionError } from "./keyval.ts";
 
 /** qemu 7.2's `BlkdebugEvent` values. */
@@ -113,6 +120,10 @@ export interface InjectErrorRule {
   once: boolean;
   /** Whether the error returns at once instead of after a turn of the event loop. Default false. */
   immediately: boolean;
+  /** Sectors from `sector` the rule covers (`__com.qedstream_sectors`). Default 1. */
+  sectors: number;
+  /** The chance a matching request fails (`__com.qedstream_probability`). Default 1. */
+  probability: number;
 }
 
 /** One `set-state` rule. */
@@ -125,7 +136,19 @@ export interface SetStateRule {
   newState: number;
 }
 
-const INJECT_KEYS = ["event", "state", "iotype", "errno", "sector", "once", "immediately"];
+const SECTORS_KEY = "__com.qedstream_sectors";
+const PROBABILITY_KEY = "__com.qedstream_probability";
+const INJECT_KEYS = [
+  "event",
+  "state",
+  "iotype",
+  "errno",
+  "sector",
+  "once",
+  "immediately",
+  SECTORS_KEY,
+  PROBABILITY_KEY,
+];
 const SET_STATE_KEYS = ["event", "state", "new_state"];
 
 function toInt(value: unknown, path: string): number {
@@ -289,6 +312,8 @@ export function parseBlkdebugRules(
       sector: -1,
       once: false,
       immediately: false,
+      sectors: 1,
+      probability: 1,
     };
     if (record) flat[`${base}.event`] = rule.event;
     const set = <K extends keyof InjectErrorRule>(key: K, v: InjectErrorRule[K], opt: string) => {
@@ -304,6 +329,26 @@ export function parseBlkdebugRules(
     if (e.once !== undefined) set("once", toBool(e.once, `${base}.once`), "once");
     if (e.immediately !== undefined) {
       set("immediately", toBool(e.immediately, `${base}.immediately`), "immediately");
+    }
+    if (e[SECTORS_KEY] !== undefined) {
+      const n = toInt(e[SECTORS_KEY], `${base}.${SECTORS_KEY}`);
+      if (n < 1) {
+        throw new OptionError(
+          "OPTION_RANGE",
+          `Parameter '${base}.${SECTORS_KEY}' must be at least 1`,
+        );
+      }
+      set("sectors", n, SECTORS_KEY);
+    }
+    if (e[PROBABILITY_KEY] !== undefined) {
+      const p = Number(e[PROBABILITY_KEY]);
+      if (!(p >= 0 && p <= 1)) {
+        throw new OptionError(
+          "OPTION_RANGE",
+          `Parameter '${base}.${PROBABILITY_KEY}' expects a number from 0 to 1`,
+        );
+      }
+      set("probability", p, PROBABILITY_KEY);
     }
     injectError.push(rule);
   };
@@ -377,6 +422,17 @@ export class Blkdebug {
   readonly #inject: InjectErrorRule[];
   readonly #setState: SetStateRule[];
   #active: InjectErrorRule[] = [];
+  #random = new Map<InjectErrorRule, Random>();
+
+  /** The next draw for a probabilistic rule, from a PRNG seeded by the rule's index. */
+  #chance(rule: InjectErrorRule): number {
+    let random = this.#random.get(rule);
+    if (!random) {
+      random = new Random(this.#inject.indexOf(rule) + 1);
+      this.#random.set(rule, random);
+    }
+    return random.next();
+  }
   #state = 1;
 
   /** Makes a node's state from its checked rules. */
@@ -411,9 +467,15 @@ export class Blkdebug {
   check(iotype: BlkdebugIoType, offset: number, length: number): BlockError | undefined {
     const rule = this.#active.find((r) => {
       const at = r.sector < 0 ? -1 : r.sector * 512;
-      const where = at === -1 || (length > 0 && at >= offset && at < offset + length);
+      const end = at + r.sectors * 512;
+      // qemu's test: the rule's sector starts inside the request; a range overlaps it.
+      const where = at === -1 ||
+        (length > 0 &&
+          (r.sectors === 1
+            ? at >= offset && at < offset + length
+            : at < offset + length && offset < end));
       const type = r.iotype === undefined ? iotype !== "block-status" : r.iotype === iotype;
-      return where && type;
+      return where && type && (r.probability >= 1 || this.#chance(r) < r.probability);
     });
     if (!rule || rule.errno === 0) return undefined;
     if (rule.once) {

@@ -77,3 +77,39 @@ Deno.test("openBlkdebug() reads config=FILE, with qemu's text when it is missing
     /Could not read blkdebug config file: No such file or directory/,
   );
 });
+
+Deno.test("__com.qedstream_sectors and __com.qedstream_probability: errors over a range, with a probability", async () => {
+  const debug = new Blkdebug(parseBlkdebugRules({
+    injectError: {
+      "0": { event: "read_aio", sector: "2048", "__com.qedstream_sectors": "2048" },
+    },
+  }));
+  const read = (offset: number, length = 4096) =>
+    debug.request("read", offset, length, () => Promise.resolve());
+  await read(0); // before the range
+  await assert.rejects(read(1 << 20), /Input\/output error/); // first sector of the range
+  await assert.rejects(read((1 << 20) + 123_456), /Input\/output error/); // inside it
+  await assert.rejects(read((1 << 20) - 2048), /Input\/output error/); // overlapping its start
+  await read(2 << 20); // just past it
+  // A quarter of the writes fail, the same ones on every run (seeded by the rule).
+  const outcomes = async () => {
+    const d = new Blkdebug(parseBlkdebugRules({
+      injectError: [{ event: "write_aio", "__com.qedstream_probability": "0.25" }],
+    }));
+    const failed: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      await d.request("write", i * 512, 512, () => Promise.resolve()).catch(() => failed.push(i));
+    }
+    return failed;
+  };
+  const first = await outcomes();
+  assert.ok(first.length > 60 && first.length < 140, `${first.length} of 400 failed`);
+  assert.deepEqual(await outcomes(), first);
+  assert.throws(
+    () =>
+      parseBlkdebugRules({
+        injectError: [{ event: "read_aio", "__com.qedstream_probability": "2" }],
+      }),
+    /expects a number from 0 to 1/,
+  );
+});
