@@ -41,7 +41,7 @@ import { chainContains, checkChainFree, lookupChainNode } from "./chain_walk.ts"
 import { BlockDevice } from "./device.ts";
 import { BlockError } from "./error.ts";
 import { type BlockGraph, blockNode } from "./graph.ts";
-import { Job, type JobType, type OnErrorPolicy } from "./job.ts";
+import { type BlockJobOptions, Job, type JobType, type OnErrorPolicy } from "./job.ts";
 import type { JobRegistry } from "./job_registry.ts";
 import { checkVerb } from "./job_status.ts";
 import { type BlockNode, chainOf } from "./node.ts";
@@ -60,9 +60,7 @@ export const MIRROR_BUFFER = 16 * 1024 * 1024;
 export const COMMIT_BLOCKER = "block device is in use by block job: commit";
 
 /** Options of {@linkcode startCommit}, named after `block-commit`'s arguments. */
-export interface CommitOptions {
-  /** The job id. Default: the device name (`""` for a bare node ⇒ `Invalid job ID ''`, as in qemu-storage-daemon). */
-  jobId?: string;
+export interface CommitOptions extends BlockJobOptions {
   /** The top image's filename in the chain (`top`). */
   top?: string;
   /** The top node or its node name (`top-node`). */
@@ -73,16 +71,8 @@ export interface CommitOptions {
   baseNode?: BlockNode | string;
   /** The backing file name the overlay records (intermediate commits only). Default: the base's filename. */
   backingFile?: string;
-  /** Bytes per second; 0 = unlimited. Default 0. */
-  speed?: number;
-  /** Error policy. Default `report`. */
-  onError?: OnErrorPolicy;
   /** Node name of the commit filter. Default: an automatic name. */
   filterNodeName?: string;
-  /** Default true. */
-  autoFinalize?: boolean;
-  /** Default true. */
-  autoDismiss?: boolean;
   /** Chunk size in bytes, a positive multiple of 512. Default {@linkcode COMMIT_CHUNK}. */
   chunkSize?: number;
   /** The graph to look node names up in and to register the filter node in. */

@@ -44,6 +44,20 @@ export type JobType =
 /** qemu's `BlockdevOnError`. */
 export type OnErrorPolicy = "report" | "ignore" | "enospc" | "stop" | "auto";
 
+/** The options every block job takes, named after qemu's common job arguments. */
+export interface BlockJobOptions {
+  /** The job id. Default: the device name (`""` for a bare node ⇒ `Invalid job ID ''`, as in qemu-storage-daemon). */
+  jobId?: string;
+  /** Bytes per second; 0 = unlimited. Default 0. */
+  speed?: number;
+  /** Error policy. Default `report`. */
+  onError?: OnErrorPolicy;
+  /** Default true. */
+  autoFinalize?: boolean;
+  /** Default true. */
+  autoDismiss?: boolean;
+}
+
 /** The action an `on-error` policy takes for one error (`BlockErrorAction`). */
 export type ErrorAction = "ignore" | "report" | "stop";
 

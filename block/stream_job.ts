@@ -58,7 +58,7 @@ import type { ByteRange } from "./working_set.ts";
 import { BlockError } from "./error.ts";
 import { type BlockGraph, blockNode } from "./graph.ts";
 import { chainContains, checkChainFree, lookupChainNode } from "./chain_walk.ts";
-import { Job, type JobType, type OnErrorPolicy } from "./job.ts";
+import { type BlockJobOptions, Job, type JobType, type OnErrorPolicy } from "./job.ts";
 import type { JobRegistry } from "./job_registry.ts";
 import { type BlockNode, chainOf } from "./node.ts";
 import { overlayOf, planPiece, rewriteBacking } from "./_stream_common.ts";
@@ -80,9 +80,7 @@ export const DEFAULT_STREAM_PARALLEL = 8;
 export const STREAM_BLOCKER = "block device is in use by block job: stream";
 
 /** Options of {@linkcode startStream}, named after `block-stream`'s arguments. */
-export interface StreamOptions {
-  /** The job id. Default: the device name (`""` for a bare node ⇒ `Invalid job ID ''`, as in qemu-storage-daemon). */
-  jobId?: string;
+export interface StreamOptions extends BlockJobOptions {
   /** How the client named the device, for error texts. Default: the device name or the top's node name. */
   deviceName?: string;
   /** Filename of the base in the chain (`base`). */
@@ -93,16 +91,8 @@ export interface StreamOptions {
   bottom?: BlockNode | string;
   /** The backing file name to record on completion (only with a base); not validated, as in qemu. */
   backingFile?: string;
-  /** Bytes per second; 0 = unlimited. Default 0. */
-  speed?: number;
-  /** Error policy. Default `report`. */
-  onError?: OnErrorPolicy;
   /** Node name of the copy-on-read filter. Default: an automatic name. */
   filterNodeName?: string;
-  /** Default true. */
-  autoFinalize?: boolean;
-  /** Default true. */
-  autoDismiss?: boolean;
   /** Chunk size in bytes, a positive multiple of 512. Default {@linkcode STREAM_CHUNK}. */
   chunkSize?: number;
   /** Chunks in flight, at least 1. Default {@linkcode DEFAULT_STREAM_PARALLEL}. */
