@@ -86,6 +86,7 @@ export function blockNode(node: BlockNode, reason: string): () => void {
  * ```
  */
 export class BlockGraph {
+  #backends = new Map<BlockNode, number>();
   #nodes = new Map<string, BlockNode>();
   #devices = new Map<string, BlockDevice>();
   #counter = 0;
@@ -136,6 +137,28 @@ export class BlockGraph {
   }
 
   /** Adds a named device. */
+  /**
+   * Records that something outside the graph (an NBD export: qemu's anonymous
+   * block backend) uses `node` until the returned function is called, so that
+   * `blockdev-del` refuses to remove it.
+   */
+  attachBackend(node: BlockNode): () => void {
+    this.#backends.set(node, (this.#backends.get(node) ?? 0) + 1);
+    let attached = true;
+    return () => {
+      if (!attached) return;
+      attached = false;
+      const left = (this.#backends.get(node) ?? 1) - 1;
+      if (left > 0) this.#backends.set(node, left);
+      else this.#backends.delete(node);
+    };
+  }
+
+  /** Whether a named device or an attached backend (see {@linkcode attachBackend}) uses `node`. */
+  hasBackend(node: BlockNode): boolean {
+    return this.#backends.has(node) || [...this.#devices.values()].some((d) => d.top === node);
+  }
+
   addDevice(device: BlockDevice): BlockDevice {
     if (device.name === "" || this.#devices.has(device.name)) {
       throw new BlockError("DEVICE_NAME_IN_USE", `Device with id '${device.name}' already exists`);

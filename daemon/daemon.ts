@@ -159,6 +159,8 @@ export class Daemon {
         for (const e of config.exports) {
           const node = daemon.graph.lookup(e.nodeName).node;
           const device = new BlockDevice(node);
+          // Like qemu's export backend: blockdev-del must refuse the node while it is exported.
+          daemon.graph.attachBackend(node);
           daemon.#nbd.addExport({
             name: e.name,
             readOnly: !e.writable,

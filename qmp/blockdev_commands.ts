@@ -102,7 +102,7 @@ export function registerBlockdevCommands(
         throw new QmpError("GenericError", desc);
       };
       if (!node) return fail(`Failed to find node with node-name='${name}'`);
-      if (commitBackend(jobs, node)) fail(`Node ${name} is in use`);
+      if (commitBackend(jobs, node) || graph.hasBackend(node)) fail(`Node ${name} is in use`);
       const blocker = nodeBlocker(node);
       if (blocker !== undefined) fail(`Node '${name}' is busy: ${blocker}`);
       if (nodeOrigin(node)?.implicit) fail(`Node ${name} is not owned by the monitor`);
