@@ -40,12 +40,13 @@ export async function planPiece(
 
 /**
  * The completion's graph and header change (qemu's `stream_prepare`): the
- * top's backing becomes `base`, recorded as `backingFile` (default: the
- * base's filename) with the base's driver as format, or removed.
+ * top's backing becomes `baseNow()`, recorded as `backingFile` (default: the
+ * base's filename) with the base's driver as format, or removed. `baseNow` is
+ * asked after the flush, so a commit below that completed meanwhile counts.
  */
 export async function rewriteBacking(
   top: BlockNode,
-  base: BlockNode | null,
+  baseNow: () => BlockNode | null,
   backingFile: string | undefined,
 ): Promise<void> {
   if (!top.backing) return;
@@ -58,6 +59,7 @@ export async function rewriteBacking(
   // those clusters would read zeros instead of the template's data (found by
   // tests/reliability/power_cut_test.ts).
   await top.flush();
+  const base = baseNow();
   await top.setBacking(
     base,
     base

@@ -219,6 +219,7 @@ export class CommitJob extends Job {
       // As qemu shows it: read-only, the filtered image's name and cluster size, no backing.
       readOnly: true,
       backing: null,
+      filtered: top,
       ...(top.clusterSize !== undefined ? { clusterSize: top.clusterSize } : {}),
       read: (offset, buf) => top.read(offset, buf),
       write: (offset, data) => top.write(offset, data),
@@ -399,16 +400,27 @@ export class CommitJob extends Job {
   /** Intermediate: re-point the overlay. Active: drain under a whole-device request, then pivot. */
   protected override async prepare(): Promise<void> {
     if (!this.active) {
-      const overlay = overlayOf(this.device.top, this.top);
       this.#releaseAll();
-      if (!overlay.setBacking) {
-        throw new BlockError("EPERM", `Node '${overlay.nodeName}' cannot change its backing file`);
-      }
       await this.base.flush();
-      await overlay.setBacking(this.base, {
+      // Every node above `top` moves to `base`, as qemu's bdrv_drop_intermediate updates
+      // every parent: the device's overlay, and a node a stream beside us left behind.
+      // Found after the flush and switched together, so a stream completing meanwhile
+      // sees either the old chain or the new one.
+      const overlays = new Set([overlayOf(this.device.top, this.top)]);
+      for (const n of this.#graph?.nodes() ?? []) if (n.backing === this.top) overlays.add(n);
+      for (const overlay of overlays) {
+        if (!overlay.setBacking) {
+          throw new BlockError(
+            "EPERM",
+            `Node '${overlay.nodeName}' cannot change its backing file`,
+          );
+        }
+      }
+      const change = {
         backingFile: this.#backingFile ?? this.base.filename,
         backingFormat: this.base.driver,
-      });
+      };
+      await Promise.all([...overlays].map((overlay) => overlay.setBacking!(this.base, change)));
       return;
     }
     const top = this.top;

@@ -48,6 +48,12 @@ export interface BlockNode {
    * absent for nodes without clusters (no widening).
    */
   readonly clusterSize?: number;
+  /**
+   * For a filter node a job inserts (copy-on-read, commit_top, mirror_top):
+   * the node it filters. Arguments naming a filter stand for this node, as
+   * qemu skips filters when it looks for a chain's images.
+   */
+  readonly filtered?: BlockNode;
   /** Reads through this node: its data, its zeros, or the backing's bytes (zeros past the backing's end). */
   read(offset: number, buf: Uint8Array): Promise<void>;
   /** Writes `data` at `offset` into this node. */

@@ -166,11 +166,13 @@ export function resolveStreamChain(top: BlockNode, options: StreamOptions): Stre
     }
   }
   if (baseNode !== undefined) {
-    baseBs = lookupChainNode(baseNode, graph, top);
+    const named = lookupChainNode(baseNode, graph, top);
+    // Another job's filter (a commit's `filter-node-name`) stands for the node it filters.
+    baseBs = named.filtered ?? named;
     if (baseBs === top || !chainContains(top, baseBs)) {
       throw new BlockError(
         "BASE_NOT_IN_CHAIN",
-        `Node '${baseBs.nodeName}' is not a backing image of '${deviceName}'`,
+        `Node '${named.nodeName}' is not a backing image of '${deviceName}'`,
       );
     }
   }
@@ -225,7 +227,10 @@ export class StreamJob extends Job {
   }
   /** The device whose top receives the data. */
   readonly device: BlockDevice;
-  /** The new backing after completion (`null` for a full stream). */
+  /**
+   * The base when the job started (`null` for a full stream); completion
+   * links the top to what is below {@linkcode StreamJob.baseOverlay} then.
+   */
   readonly base: BlockNode | null;
   /** The lowest node whose data is copied. */
   readonly baseOverlay: BlockNode;
@@ -275,6 +280,7 @@ export class StreamJob extends Job {
       },
       readOnly: false,
       backing: null,
+      filtered: top,
       ...(top.clusterSize !== undefined ? { clusterSize: top.clusterSize } : {}),
       read: (offset, buf) => device.read(offset, buf),
       write: (offset, data) => device.write(offset, data),
@@ -428,10 +434,14 @@ export class StreamJob extends Job {
     if (firstError) throw firstError.error;
   }
 
-  /** Removes the filter, then rewrites the backing link as qemu's `stream_prepare`. */
+  /**
+   * Removes the filter, then rewrites the backing link as qemu's
+   * `stream_prepare`: to what is below the base overlay *now*, which is not
+   * {@linkcode StreamJob.base} when a commit below finished first.
+   */
   protected override async prepare(): Promise<void> {
     this.#releaseAll();
-    await rewriteBacking(this.device.top, this.base, this.#backingFile);
+    await rewriteBacking(this.device.top, () => this.baseOverlay.backing, this.#backingFile);
   }
 
   /** Removes the filter and the blockers. */

@@ -125,6 +125,6 @@ async function complete(
       at += piece.length;
     }
   }
-  await rewriteBacking(top, base, backingFile);
+  await rewriteBacking(top, () => base, backingFile);
   return true;
 }

@@ -3,6 +3,8 @@ import fc from "fast-check";
 import { BlockDevice } from "../../block/device.ts";
 import { JobRegistry } from "../../block/job_registry.ts";
 import { startCommit } from "../../block/commit_job.ts";
+import { BlockGraph } from "../../block/graph.ts";
+import { startStream } from "../../block/stream_job.ts";
 import type { BlockNode } from "../../block/node.ts";
 import { qedNode } from "../../block/qed_node.ts";
 import { rawNode } from "../../block/raw_node.ts";
@@ -56,6 +58,58 @@ Deno.test("startCommit() of an intermediate image merges it into the base and re
   assert.equal(top.backing, base);
   assert.equal(top.image.backingFile, "base.raw");
   assert.deepEqual(await readAll(top), before);
+});
+
+Deno.test("a stream whose base is a commit's filter ends on the commit's base, whichever job ends first", async () => {
+  for (const streamFirst of [true, false]) {
+    // base ← mid ← upper ← node ← drive: commit mid into base, stream upper into node.
+    const { base, mid, top: upper } = await chain();
+    const overlay = async (name: string, backing: BlockNode) => {
+      const storage = new MemoryStorage();
+      await QedImage.create(storage, { size: SIZE, backingFile: backing.filename });
+      return qedNode(await QedImage.open(storage), {
+        nodeName: name,
+        filename: `${name}.qed`,
+        backing,
+      });
+    };
+    const node = await overlay("node", upper);
+    const drive = await overlay("drive", node);
+    const before = await readAll(drive);
+    const graph = new BlockGraph();
+    for (const n of [base, mid, upper, node, drive]) graph.addNode(n);
+    const jobs = new JobRegistry();
+    const commit = startCommit(jobs, new BlockDevice(drive, { name: "drive" }), {
+      jobId: "c",
+      topNode: "mid",
+      filterNodeName: "commit-filter",
+      graph,
+      speed: streamFirst ? 1 : 0,
+    });
+    const stream = startStream(jobs, node, {
+      jobId: "s",
+      baseNode: "commit-filter",
+      graph,
+      speed: streamFirst ? 0 : 1,
+    });
+    const [first, second] = streamFirst ? [stream, commit] : [commit, stream];
+    await first.concluded;
+    if (streamFirst) {
+      // The commit still runs: the node now sits on the commit's top image.
+      assert.equal(node.backing, mid);
+      assert.equal(node.image.backingFile, "mid.qed");
+    }
+    second.setSpeed(0);
+    await second.concluded;
+    assert.equal(commit.error, undefined);
+    assert.equal(stream.error, undefined);
+    // Every node that sat on the commit's top now sits on its base, as in qemu.
+    for (const n of [node, upper]) {
+      assert.equal(n.backing, base, `${n.nodeName}, streamFirst=${streamFirst}`);
+      assert.equal(n.image.backingFile, "base.raw");
+    }
+    assert.deepEqual(await readAll(drive), before);
+  }
 });
 
 Deno.test("startCommit() active: guest writes while it runs reach the base before completion", async () => {

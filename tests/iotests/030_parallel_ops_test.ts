@@ -370,3 +370,35 @@ iotest("030 TestParallelOps.test_stream_base_node_name: base-node checks", {
   assert.equal(end.event, "BLOCK_JOB_COMPLETED");
   await vm.assertNoJobs();
 });
+
+// The stream's base is the commit job's filter node, which the commit removes when it
+// finishes: a stream does not depend on its base node, so both jobs complete.
+iotest("030 TestParallelOps.test_overlapping_5: a stream whose base is a commit's filter", {
+  ...parallel,
+  sameTranscript: false,
+}, async (vm) => {
+  assertOk(
+    await vm.qmp("block-commit", {
+      device: "drive0",
+      "top-node": "node2",
+      "base-node": "node0",
+      "filter-node-name": "commit-filter",
+      "job-id": "drive0",
+      speed: 1,
+    }),
+  );
+  assertOk(
+    await vm.qmp("block-stream", {
+      device: "node4",
+      "base-node": "commit-filter",
+      "job-id": "node4",
+    }),
+  );
+  assertOk(await vm.qmp("block-job-set-speed", { device: "drive0", speed: 0 }));
+  for (const id of ["drive0", "node4"]) {
+    const end = await vm.waitJobEnd(id);
+    assert.equal(end.event, "BLOCK_JOB_COMPLETED", id);
+    assert.equal(end.data.error, undefined, id);
+  }
+  await vm.assertNoJobs();
+});
