@@ -446,8 +446,10 @@ export abstract class Job {
   protected async sleep(ms: number): Promise<void> {
     if (this.#cancelled) return;
     if (ms <= 0) {
-      // A zero delay only yields (qemu re-enters the coroutine at once): the job stays busy.
-      await Promise.resolve();
+      // A zero delay yields to the event loop (qemu's job_sleep_ns(0) goes through the main
+      // loop too), so monitor commands, timers and finished I/O run between chunks even when
+      // every copy completes at once from the page cache; the job stays busy.
+      await (this.clock.yieldNow?.() ?? Promise.resolve());
     } else if (!this.#shouldPause()) {
       this.#busy = false;
       this.#sleeping = true;

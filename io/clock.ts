@@ -9,6 +9,8 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
+
 /** The reason a sleep ends early when its signal aborts. */
 export function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("The operation was aborted", "AbortError");
@@ -25,6 +27,13 @@ export interface Clock {
    * signal's reason as soon as `signal` aborts.
    */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
+  /**
+   * Lets the rest of the program run before continuing: the event loop
+   * (sockets, timers, finished I/O), for the system clock. Absent (a
+   * virtual clock): a microtask yield, which keeps a simulation's idle
+   * detection exact.
+   */
+  yieldNow?(): Promise<void>;
 }
 
 /**
@@ -56,4 +65,6 @@ export const systemClock: Clock = {
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   },
+  // setImmediate runs after pending I/O callbacks; setTimeout(0) would cost ~2 ms (clamped).
+  yieldNow: () => new Promise<void>((resolve) => setImmediate(resolve)),
 };

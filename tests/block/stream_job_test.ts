@@ -607,3 +607,30 @@ Deno.test("raising the speed mid-sleep matches qemu-storage-daemon 7.2's observe
   });
   assert.deepEqual(seen, [1572864, 2621440, 4718592, 6815744]);
 });
+
+Deno.test("a stream on the system clock lets the event loop run between chunks, as qemu's main loop does", async () => {
+  // Every copy completes at once from memory: without a real yield, a timer (or a monitor
+  // command) would wait until the whole stream was done.
+  const jobs = new JobRegistry();
+  const { top, expected } = await standard(16 * MiB);
+  let ticks = 0;
+  let ticking = true;
+  const tick = () => {
+    ticks++;
+    if (ticking) setTimeout(tick, 0);
+  };
+  setTimeout(tick, 0);
+  const job = startStream(jobs, top, { jobId: "job0", parallel: 1 });
+  const progressAtFirstTick = await new Promise<number>((resolve) =>
+    setTimeout(() => resolve(job.info().offset), 0)
+  );
+  await job.concluded;
+  ticking = false;
+  assert.equal(job.error, undefined);
+  assert.ok(
+    progressAtFirstTick < 16 * MiB,
+    `a timer ran only after the stream (${progressAtFirstTick})`,
+  );
+  assert.ok(ticks > 0);
+  assert.equal(firstDiff(await readAll(top), expected), -1);
+});
