@@ -187,6 +187,7 @@ Deno.test("`QedImage.write()` flushes copied backing data before any L2 update (
     "write 512 @0x10000",
   ]);
   log.length = 0;
+  // An entry of an existing table waits for the next flush, which precedes its write.
   await image.write(72 * K, new Uint8Array(4 * K).fill(2));
   assert.deepEqual(log, [
     "base read 8192 @0x10000",
@@ -194,13 +195,11 @@ Deno.test("`QedImage.write()` flushes copied backing data before any L2 update (
     "base read 53248 @0x13000",
     "write 53248 @0xa3000",
     "write 4096 @0xa2000",
-    "flush",
-    "write 512 @0x60000",
   ]);
   assert.equal(image.needsCheck, false, "need-check is never set with a backing file");
   log.length = 0;
   await image.close();
-  assert.deepEqual(log, ["flush"]);
+  assert.deepEqual(log, ["flush", "write 512 @0x60000", "flush"]);
 });
 
 Deno.test("`QedImage.write()` lays out one L2 per table crossed, data first (§8.3)", async () => {
