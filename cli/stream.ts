@@ -80,6 +80,16 @@ export const CLI_STREAM_CHUNK = 2 * 1024 * 1024;
 /** The offline command's chunks in flight: 4 (2 and 8 were slower in the same measurement). */
 export const CLI_STREAM_PARALLEL = 4;
 
+/**
+ * The offline command's write-behind on the overlay: 64 MiB. The stream
+ * writes every byte of the image and flushes at the end; a background
+ * flush every 64 MiB lets the disk write while the copy goes on, so the
+ * final flush finds little left. Measured (1 GiB, 5 interleaved rounds,
+ * 2 cores, ext4 on virtio): 1.08–1.11 s without, 0.75–0.91 s with 16, 32
+ * or 64 MiB; 64 MiB was the fastest by a little.
+ */
+export const STREAM_WRITE_BEHIND = 64 * 1024 * 1024;
+
 /** How often the progress is redrawn on a terminal, in ms. */
 const BAR_INTERVAL_MS = 100;
 /** How often a JSON progress line is written, in ms. */
@@ -240,7 +250,11 @@ export async function runStream(
   const terminal = context.terminal ?? safeIsTerminal();
   let chain: OpenedChain;
   try {
-    chain = await openNodeChain(options.file, { readOnly: false, nodeName: "top" });
+    chain = await openNodeChain(options.file, {
+      readOnly: false,
+      nodeName: "top",
+      writeBehind: STREAM_WRITE_BEHIND,
+    });
   } catch (e) {
     throw openFailure(options.file, e);
   }

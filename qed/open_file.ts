@@ -81,6 +81,11 @@ export interface OpenImageFileOptions {
    * the real path) is refused. Default: no restriction, as qemu.
    */
   backingRoot?: string;
+  /**
+   * Write-behind for the top image's file, in bytes (see
+   * `FileStorageOptions.writeBehind`). Default `0` (off).
+   */
+  writeBehind?: number;
 }
 
 /** Whether `path` is `root` or lies below it (both absolute and normalised). */
@@ -118,6 +123,7 @@ export function openImageFile(
     format: options.format,
     backing: options.backing ?? true,
     root: options.backingRoot,
+    writeBehind: options.writeBehind ?? 0,
   }, []);
 }
 
@@ -126,6 +132,7 @@ interface ChainOptions {
   format: ImageFormat | undefined;
   backing: boolean;
   root: string | undefined;
+  writeBehind: number;
 }
 
 async function openChain(
@@ -133,7 +140,10 @@ async function openChain(
   options: ChainOptions,
   seen: string[],
 ): Promise<OpenedImage> {
-  const storage = await FileStorage.open(path, { readOnly: options.readOnly });
+  const storage = await FileStorage.open(path, {
+    readOnly: options.readOnly,
+    writeBehind: options.writeBehind,
+  });
   let image: QedImage | RawImage | undefined;
   try {
     const format = options.format ?? await probeFormat(storage);
@@ -206,6 +216,7 @@ async function openBacking(
       format: qed.backingFormat,
       backing: true,
       root,
+      writeBehind: 0,
     }, seen);
   } catch (cause) {
     if (cause instanceof BackingChainError) throw cause;
