@@ -25,7 +25,10 @@
  *   (`--no-job-defaults` skips it).
  *
  * Every case starts after a `sync`, with the template in the page cache
- * (it was just written). Each result of qedstream and qemu is checked with
+ * (it was just written) and, right before it, the page cache warmed to the
+ * size it will write (`_warm.ts`: on this VM, memory freed a few seconds
+ * earlier has gone back to the host and costs ~2 s/GiB to fault in again,
+ * which otherwise decided the ratios by the order of the cases). Each result of qedstream and qemu is checked with
  * `qemu-img compare` against the template and `qemu-img info` (no backing).
  * Goals (issue 3): qedstream ≤ 0.8 × qemu-storage-daemon, ≤ 1.3 × cp, peak
  * memory ≤ 150 MiB.
@@ -38,6 +41,7 @@ import { join } from "node:path";
 import { formatMachine, machineInfo } from "./_machine.ts";
 import { measuredRun, runOk } from "./_process.ts";
 import { qsdBlockStream } from "./_qsd.ts";
+import { warmPageCache } from "./_warm.ts";
 
 const MiB = 1024 * 1024;
 const CLI = fileURLToPath(new URL("../cli.ts", import.meta.url));
@@ -134,9 +138,14 @@ interface QedstreamRun {
 /** The job's own defaults (qemu's 512 KiB chunk, 8 in flight), shown for information. */
 const JOB_DEFAULTS = ["--chunk", "512k", "--parallel", "8"];
 
-async function runQedstream(dir: string, streamArgs: string[]): Promise<QedstreamRun> {
+async function runQedstream(
+  dir: string,
+  sizeMiB: number,
+  streamArgs: string[],
+): Promise<QedstreamRun> {
   const overlay = await freshOverlay(dir, "qedstream.qed");
   await sync();
+  await warmPageCache(dir, sizeMiB);
   const r = await measuredRun(
     Deno.execPath(),
     ["run", "-A", CLI, "stream", ...streamArgs, "--output", "json", overlay],
@@ -150,19 +159,21 @@ async function runQedstream(dir: string, streamArgs: string[]): Promise<Qedstrea
   return { jobMs: last.elapsed * 1000, wallMs: r.wallMs, peakRssKiB: r.peakRssKiB };
 }
 
-async function runQsd(dir: string): Promise<number> {
+async function runQsd(dir: string, sizeMiB: number): Promise<number> {
   const overlay = await freshOverlay(dir, "qsd.qed");
   await sync();
+  await warmPageCache(dir, sizeMiB);
   const ms = await qsdBlockStream(overlay, dir);
   await verify(overlay, join(dir, "template.raw"));
   await Deno.remove(overlay);
   return ms;
 }
 
-async function runCp(dir: string): Promise<number> {
+async function runCp(dir: string, sizeMiB: number): Promise<number> {
   const copy = join(dir, "copy.raw");
   await Deno.remove(copy).catch(() => {});
   await sync();
+  await warmPageCache(dir, sizeMiB);
   const start = performance.now();
   await runOk("cp", [join(dir, "template.raw"), copy]);
   await sync();
@@ -204,10 +215,10 @@ async function main(): Promise<void> {
     const d: number[] = [];
     const c: number[] = [];
     for (let i = 0; i < options.runs; i++) {
-      q.push(await runQedstream(dir, options.streamArgs));
-      d.push(await runQsd(dir));
-      c.push(await runCp(dir));
-      if (options.jobDefaults) j.push(await runQedstream(dir, JOB_DEFAULTS));
+      q.push(await runQedstream(dir, options.sizeMiB, options.streamArgs));
+      d.push(await runQsd(dir, options.sizeMiB));
+      c.push(await runCp(dir, options.sizeMiB));
+      if (options.jobDefaults) j.push(await runQedstream(dir, options.sizeMiB, JOB_DEFAULTS));
       const last = q.at(-1)!;
       console.log(
         `run ${i + 1}: qedstream ${(last.jobMs / 1000).toFixed(3)} s (process ${
