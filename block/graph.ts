@@ -27,6 +27,21 @@ export interface BlockGraphOptions {
  */
 export const MAX_NODES = 4096;
 
+/**
+ * An event of the block layer for the monitor, named and shaped as qemu's
+ * monitor sends it (`QUORUM_REPORT_BAD`, `QUORUM_FAILURE`); job events have
+ * their own channel (`JobRegistry.on`).
+ */
+export interface BlockEvent {
+  /** qemu's event name. */
+  event: string;
+  /** The event's data, members in qemu's QAPI order. */
+  data: object;
+}
+
+/** Receives the {@linkcode BlockEvent}s of a graph's nodes. */
+export type BlockEventListener = (event: BlockEvent) => void;
+
 /** A small deterministic generator (mulberry32) for automatic names. */
 function seeded(seed: number): () => number {
   let a = seed >>> 0;
@@ -90,6 +105,7 @@ export class BlockGraph {
   #nodes = new Map<string, BlockNode>();
   #devices = new Map<string, BlockDevice>();
   #counter = 0;
+  #listeners = new Set<BlockEventListener>();
   #random: () => number;
   readonly #maxNodes: number;
 
@@ -110,6 +126,28 @@ export class BlockGraph {
         "TOO_MANY_NODES",
         `Too many block nodes (at most ${this.#maxNodes}); remove some with blockdev-del`,
       );
+    }
+  }
+
+  /** Adds a listener of the events of this graph's nodes; returns a function that removes it. */
+  on(listener: BlockEventListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /**
+   * Sends a node's event to every listener. A listener that throws does not
+   * disturb the request that raised the event: its error is rethrown on its own.
+   */
+  emit(event: BlockEvent): void {
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(event);
+      } catch (error) {
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
     }
   }
 
@@ -136,7 +174,6 @@ export class BlockGraph {
     if (this.#nodes.get(node.nodeName) === node) this.#nodes.delete(node.nodeName);
   }
 
-  /** Adds a named device. */
   /**
    * Records that something outside the graph (an NBD export: qemu's anonymous
    * block backend) uses `node` until the returned function is called, so that
@@ -159,6 +196,7 @@ export class BlockGraph {
     return this.#backends.has(node) || [...this.#devices.values()].some((d) => d.top === node);
   }
 
+  /** Adds a named device. */
   addDevice(device: BlockDevice): BlockDevice {
     if (device.name === "" || this.#devices.has(device.name)) {
       throw new BlockError("DEVICE_NAME_IN_USE", `Device with id '${device.name}' already exists`);

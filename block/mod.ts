@@ -6,6 +6,9 @@
  *   {@linkcode qedNode}, {@linkcode rawNode}, {@linkcode sourceNode}; the
  *   {@linkcode BlockGraph} names them and holds the blockers; {@linkcode openNodeChain}
  *   opens an image file and its backing chain as nodes.
+ * - {@linkcode quorumNode}: qemu's `quorum` driver, which votes on reads among
+ *   its children and writes to all of them, reporting `QUORUM_REPORT_BAD` and
+ *   `QUORUM_FAILURE` (the graph's {@linkcode BlockGraph.on} carries them).
  * - {@linkcode RequestTracker}: in-flight requests with qemu's serialising rules.
  * - {@linkcode BlockDevice}: guest reads/writes, copy-on-read, block status through the chain.
  * - {@linkcode Job}, {@linkcode JobRegistry}, the tables {@linkcode JOB_TRANSITIONS}
@@ -36,6 +39,31 @@
  * console.log(top.backing, qed.backingFile); // null undefined
  * ```
  *
+ * @example A quorum of three children outvotes the one that differs
+ * ```ts
+ * import { MemoryStorage } from "../io/mod.ts";
+ * import { RawImage } from "../qed/mod.ts";
+ * import { BlockGraph, quorumNode, rawNode } from "./mod.ts";
+ * const graph = new BlockGraph();
+ * graph.on((e) => console.log(e.event)); // QUORUM_REPORT_BAD
+ * const children = await Promise.all([7, 7, 9].map(async (fill, i) =>
+ *   rawNode(await RawImage.open(new MemoryStorage(new Uint8Array(65536).fill(fill))), {
+ *     nodeName: `c${i}`,
+ *   })
+ * ));
+ * const quorum = quorumNode({
+ *   nodeName: "qu",
+ *   children,
+ *   voteThreshold: 2,
+ *   rewriteCorrupted: true,
+ *   onEvent: (e) => graph.emit(e),
+ * });
+ * const buf = new Uint8Array(4096);
+ * await quorum.read(0, buf);
+ * await children[2]!.read(0, buf.subarray(0, 1));
+ * console.log(buf[0]); // 7: the corrupted child was rewritten
+ * ```
+ *
  * @module
  */
 
@@ -45,6 +73,7 @@ export * from "./qed_node.ts";
 export * from "./raw_node.ts";
 export * from "./source_node.ts";
 export * from "./nbd_node.ts";
+export * from "./quorum.ts";
 export * from "./graph.ts";
 export * from "./request_tracker.ts";
 export * from "./device.ts";

@@ -18,6 +18,7 @@ export const SUPPORTED_DRIVERS = [
   "null-co",
   "nbd",
   "blkdebug",
+  "quorum",
 ] as const;
 
 /** A driver qedstream implements. */
@@ -50,7 +51,6 @@ const QEMU_ONLY_DRIVERS = [
   "preallocate",
   "qcow",
   "qcow2",
-  "quorum",
   "rbd",
   "replication",
   "snapshot-access",
@@ -113,6 +113,14 @@ const variants: Record<string, Record<string, OptionMember>> = {
     "set-state": t.opt(t.any),
     "take-child-perms": t.opt(t.any),
     "unshare-child-perms": t.opt(t.any),
+  },
+  // Members in qemu's QAPI order (BlockdevOptionsQuorum), which decides which error comes first.
+  quorum: {
+    blkverify: t.opt(t.bool),
+    children: t.req(t.list(ref)),
+    "vote-threshold": t.req(t.int()),
+    "rewrite-corrupted": t.opt(t.bool),
+    "read-pattern": t.opt(t.enum("quorum", "fifo")),
   },
   "null-co": { size: t.opt(t.int(0)), "latency-ns": t.opt(t.int(0)), "read-zeroes": t.opt(t.bool) },
   nbd: {

@@ -102,7 +102,7 @@ export class Daemon {
   private constructor(clock: Clock) {
     this.graph = new BlockGraph();
     this.jobs = new JobRegistry({ clock });
-    this.#builder = new GraphBuilder(this.graph);
+    this.#builder = new GraphBuilder(this.graph, { jobs: this.jobs });
     this.qmp = new QmpServer({ clock, onQuit: () => void this.close() });
     registerBlockCommands(this.qmp, { graph: this.graph, jobs: this.jobs, clock });
     // Downstream extensions (working sets, manifests, guest first), named by qemu's convention.

@@ -3,7 +3,8 @@
  * qemu-storage-daemon does: protocol nodes (`file`, `nbd`, `null-co`), format
  * nodes over them (`raw`, `qed`, whose backing chain is opened from the image
  * header unless `backing` names a node or is `null`), `copy-on-read`
- * filters and `blkdebug` error injection (`daemon/blkdebug.ts`).
+ * filters, `blkdebug` error injection (`daemon/blkdebug.ts`) and `quorum`
+ * nodes over children given inline or by name.
  *
  * A backing file named in a header is opened as qemu opens it: a `file`
  * node and a format node over it, both automatically named and read-only,
@@ -14,13 +15,15 @@
  * @module
  */
 
-import { BlockDevice } from "../block/device.ts";
+import { BlockDevice, corFiltersOf } from "../block/device.ts";
 import { BlockError } from "../block/error.ts";
-import type { BlockGraph } from "../block/graph.ts";
+import { type BlockGraph, nodeBlocker } from "../block/graph.ts";
+import type { JobRegistry } from "../block/job_registry.ts";
 import type { BlockNode, BlockStatus } from "../block/node.ts";
 import { qedNode } from "../block/qed_node.ts";
 import { rawNode } from "../block/raw_node.ts";
 import { openNbdNode } from "../block/nbd_node.ts";
+import { checkQuorumSettings, quorumNode, type QuorumSettings } from "../block/quorum.ts";
 import { sourceNode } from "../block/source_node.ts";
 import { FileStorage } from "../io/file_storage.ts";
 import type { Storage } from "../io/storage.ts";
@@ -28,7 +31,7 @@ import type { NbdAddress } from "../nbd/address.ts";
 import { isNbdUri, parseNbdUri } from "../nbd/uri.ts";
 import { QedImage } from "../qed/image.ts";
 import { probeFormat, resolveBackingPath } from "../qed/open_file.ts";
-import { type NodeOrigin, recordNodeOrigin } from "../qmp/named_block_nodes.ts";
+import { type NodeOrigin, nodeOrigin, recordNodeOrigin } from "../qmp/named_block_nodes.ts";
 import { RawImage } from "../qed/raw_image.ts";
 import { openBlkdebug } from "./blkdebug.ts";
 import type { BlockdevOptions } from "./blockdev_schema.ts";
@@ -42,19 +45,61 @@ interface Built {
   close(): Promise<void>;
   /** How it was opened, for `query-named-block-nodes`. */
   origin?: NodeOrigin;
-  /** Nodes opened implicitly for it (a backing chain from its header), in opening order. */
+  /**
+   * Nodes opened for it that go with it, in opening order: a backing chain
+   * from its header, a quorum's inline children. They are named after it,
+   * as qemu names a node before it opens these, and released with it.
+   */
   implicitNodes?: BlockNode[];
+}
+
+/** Options of {@linkcode GraphBuilder}. */
+export interface GraphBuilderOptions {
+  /**
+   * The daemon's jobs: nodes that go with a removed node but that a job
+   * still uses (a stream of a quorum's inline child) are released when the
+   * job lets go of them, as qemu's reference counting does. Without it they
+   * stay until {@linkcode GraphBuilder.close}.
+   */
+  jobs?: JobRegistry;
+}
+
+/** Whether a job uses `node`: it blocks it, or its copy-on-read filter sits above it. */
+function heldByJob(node: BlockNode): boolean {
+  return nodeBlocker(node) !== undefined || corFiltersOf(node).length > 0;
+}
+
+/**
+ * The nodes of `nodes` (in their order) that a job uses, with the nodes of
+ * `nodes` below them (file child, backing, children), which serve them.
+ */
+function usedByJobs(nodes: BlockNode[]): BlockNode[] {
+  const used = new Set<BlockNode>();
+  const visit = (n: BlockNode | null | undefined): void => {
+    if (!n || used.has(n) || !nodes.includes(n)) return;
+    used.add(n);
+    const origin = nodeOrigin(n);
+    visit(origin?.file);
+    visit(n.backing);
+    for (const c of origin?.children ?? []) visit(c);
+  };
+  for (const n of nodes) if (heldByJob(n)) visit(n);
+  return nodes.filter((n) => used.has(n));
 }
 
 /** Builds and owns the nodes of one daemon. */
 export class GraphBuilder {
   readonly graph: BlockGraph;
+  readonly #jobs: JobRegistry | undefined;
   #built: Built[] = [];
   #storages = new Map<BlockNode, Storage>();
+  /** Names of nodes being opened: qemu has named them already, so a child may not take them. */
+  #opening = new Set<string>();
 
   /** Builds into `graph`. */
-  constructor(graph: BlockGraph) {
+  constructor(graph: BlockGraph, options: GraphBuilderOptions = {}) {
     this.graph = graph;
+    this.#jobs = options.jobs;
   }
 
   /**
@@ -72,23 +117,39 @@ export class GraphBuilder {
   async #child(ref: unknown): Promise<BlockNode> {
     if (typeof ref === "string") return this.graph.lookup(ref).node;
     const options = ref as BlockdevOptions;
-    return await this.#build(options, options["node-name"] ?? this.graph.autoName());
+    return await this.#build(options, options["node-name"] ?? this.graph.autoName(), {
+      inline: true,
+    });
   }
 
-  async #build(options: BlockdevOptions, nodeName: string, implicit = false): Promise<BlockNode> {
-    if (this.graph.getNode(nodeName)) {
+  async #build(
+    options: BlockdevOptions,
+    nodeName: string,
+    how: { implicit?: boolean; inline?: boolean } = {},
+  ): Promise<BlockNode> {
+    if (this.graph.getNode(nodeName) || this.#opening.has(nodeName)) {
       throw new BlockError("DUPLICATE_NODE", `Duplicate nodes with node-name='${nodeName}'`);
     }
     this.graph.checkNodeRoom();
     const readOnly = options["read-only"] ?? false;
-    const built = await this.#make(options, nodeName, readOnly);
+    this.#opening.add(nodeName);
+    let built: Built;
+    try {
+      built = await this.#make(options, nodeName, readOnly);
+    } finally {
+      this.#opening.delete(nodeName);
+    }
     this.graph.addNode(built.node);
     // qemu names a node before it opens the backing chain its header names.
     for (const n of built.implicitNodes ?? []) {
       this.graph.removeNode(n);
       this.graph.addNode(n);
     }
-    recordNodeOrigin(built.node, { ...built.origin, ...(implicit ? { implicit } : {}) });
+    recordNodeOrigin(built.node, {
+      ...built.origin,
+      ...(how.implicit ? { implicit: true } : {}),
+      ...(how.inline ? { inline: true } : {}),
+    });
     this.#built.push(built);
     if (built.storage) this.#storages.set(built.node, built.storage);
     return built.node;
@@ -166,7 +227,56 @@ export class GraphBuilder {
       }
       case "qed":
         return await this.#qed(options, nodeName, readOnly);
+      case "quorum":
+        return await this.#quorum(options, nodeName, readOnly);
     }
+  }
+
+  /**
+   * A quorum: its settings are checked before any child is opened (qemu's
+   * order, so a bad threshold wins over a bad child), then the children in
+   * order; inline ones go with the quorum. Its events go to the graph.
+   */
+  async #quorum(options: BlockdevOptions, nodeName: string, readOnly: boolean): Promise<Built> {
+    const refs = options.children as unknown[];
+    const given: QuorumSettings = {
+      voteThreshold: options["vote-threshold"] as number,
+      ...(options["read-pattern"] !== undefined
+        ? { readPattern: options["read-pattern"] as "quorum" | "fifo" }
+        : {}),
+      ...(options["rewrite-corrupted"] !== undefined
+        ? { rewriteCorrupted: options["rewrite-corrupted"] as boolean }
+        : {}),
+      ...(options.blkverify !== undefined ? { blkverify: options.blkverify as boolean } : {}),
+    };
+    checkQuorumSettings(refs.length, given);
+    const before = new Set(this.graph.nodes());
+    const children: BlockNode[] = [];
+    let node;
+    try {
+      for (const ref of refs) children.push(await this.#child(ref));
+      node = quorumNode({
+        nodeName,
+        children,
+        ...given,
+        ...(readOnly ? { readOnly } : {}),
+        onEvent: (event) => this.graph.emit(event),
+      });
+    } catch (e) {
+      await this.#discard(this.graph.nodes().filter((n) => !before.has(n)));
+      throw e;
+    }
+    // A json: filename shows those of qemu's strong options that were given, typed.
+    const shown: Record<string, unknown> = {};
+    for (const key of ["vote-threshold", "blkverify", "rewrite-corrupted", "read-pattern"]) {
+      if (options[key] !== undefined) shown[key] = options[key];
+    }
+    return {
+      node,
+      close: () => node.close(),
+      origin: { children, options: shown },
+      implicitNodes: this.graph.nodes().filter((n) => !before.has(n)),
+    };
   }
 
   async #qed(options: BlockdevOptions, nodeName: string, readOnly: boolean): Promise<Built> {
@@ -214,13 +324,13 @@ export class GraphBuilder {
     const file = await this.#build(
       { driver: "file", filename: path, "read-only": true },
       this.graph.autoName(),
-      true,
+      { implicit: true },
     );
     const driver = format ?? await probeFormat(this.#storages.get(file)!);
     return await this.#build(
       { driver, file: file.nodeName, "read-only": true },
       this.graph.autoName(),
-      true,
+      { implicit: true },
     );
   }
 
@@ -233,7 +343,7 @@ export class GraphBuilder {
     return await this.#build(
       { driver: "nbd", server, export: exportName, "read-only": true },
       this.graph.autoName(),
-      true,
+      { implicit: true },
     );
   }
 
@@ -247,8 +357,22 @@ export class GraphBuilder {
     this.#built.splice(index, 1);
     this.graph.removeNode(built.node);
     await built.close();
-    // The backing chain its header named goes with it, as qemu drops unused nodes.
-    await this.#discard(built.implicitNodes ?? []);
+    // The backing chain its header named (or a quorum's inline children) goes with it,
+    // as qemu drops unused nodes; what a job still uses, once the job lets go.
+    const owned = built.implicitNodes ?? [];
+    const kept = usedByJobs(owned);
+    await this.#discard(owned.filter((n) => !kept.includes(n)));
+    if (kept.length > 0) this.#discardWhenFree(kept);
+  }
+
+  /** Discards `nodes` once no job uses any of them (never without the jobs: then at close). */
+  #discardWhenFree(nodes: BlockNode[]): void {
+    const listening = { stop: () => {} };
+    listening.stop = this.#jobs?.on(() => {
+      if (nodes.some(heldByJob)) return;
+      listening.stop();
+      void this.#discard(nodes);
+    }) ?? listening.stop;
   }
 
   /** Removes and closes nodes this builder made, newest first. */

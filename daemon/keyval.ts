@@ -6,6 +6,10 @@
  * driver=qed,node-name=ov,file.driver=file,file.filename=a,,b.qed
  * └────┬───┘             └────────┬──────┘             └──┬──┘
  *  a key=value pair   a dotted key: nested object   ",," is a literal comma
+ *
+ * driver=quorum,children.0=a,children.1.driver=qed,...
+ *               └────────────┬──────────┘
+ *   numbers as keys: a list (children[0] = "a", children[1] = {driver: …})
  * ```
  *
  * Values stay strings: the option's schema converts them (`on`/`off`,
@@ -19,9 +23,17 @@ import { QedstreamError } from "../io/error.ts";
 /** A bad option string: the message is qemu's text. */
 export class OptionError extends QedstreamError {}
 
-/** A parsed option string: strings, nested by dotted keys. */
+/** A parsed option string: strings, nested by dotted keys, lists where the keys are numbers. */
 export interface KeyvalTree {
-  [key: string]: string | KeyvalTree;
+  [key: string]: KeyvalValue;
+}
+
+/** One value of a {@linkcode KeyvalTree}. */
+export type KeyvalValue = string | KeyvalTree | KeyvalValue[];
+
+/** Objects built while parsing, before numbered keys become lists. */
+interface RawTree {
+  [key: string]: string | RawTree;
 }
 
 const KEY_FRAGMENT = /^[A-Za-z0-9_-]+$/;
@@ -29,17 +41,21 @@ const KEY_FRAGMENT = /^[A-Za-z0-9_-]+$/;
 /**
  * Parses `text` into a tree. When `impliedKey` is given, a first element
  * without `=` is its value (qemu-storage-daemon's `--blockdev file`).
- * A repeated key takes its last value.
+ * A repeated key takes its last value. An object whose keys are all numbers
+ * becomes a list in their order, as qemu's keyval makes it (`children.0`,
+ * `children.1`); a gap is `Parameter 'children.1' missing`.
  *
  * @example
  * ```ts
  * import { parseKeyval } from "./keyval.ts";
  * console.log(parseKeyval("driver=file,cache.direct=on,filename=a,,b"));
  * // { driver: "file", cache: { direct: "on" }, filename: "a,b" }
+ * console.log(parseKeyval("children.1=b,children.0=a"));
+ * // { children: [ "a", "b" ] }
  * ```
  */
 export function parseKeyval(text: string, impliedKey?: string): KeyvalTree {
-  const tree: KeyvalTree = {};
+  const tree: RawTree = {};
   let pos = 0;
   let first = true;
   while (pos < text.length) {
@@ -80,10 +96,43 @@ export function parseKeyval(text: string, impliedKey?: string): KeyvalTree {
     }
     insert(tree, key, value);
   }
-  return tree;
+  // The root stays an object: numbered keys there are refused by the schema as unexpected.
+  const out: KeyvalTree = {};
+  for (const [key, value] of Object.entries(tree)) out[key] = listify(value, key);
+  return out;
 }
 
-function insert(tree: KeyvalTree, key: string, value: string): void {
+const INDEX = /^[0-9]+$/;
+
+/**
+ * qemu's `keyval_listify`: below the root, an object whose keys are all
+ * numbers becomes a list (nested values first); numbers mixed with names are
+ * `Parameters 'x.*' used inconsistently`; the first number missing from
+ * 0, 1, … is `Parameter 'x.N' missing`.
+ */
+function listify(value: string | RawTree, path: string): KeyvalValue {
+  if (typeof value === "string") return value;
+  const entries = Object.entries(value).map(([k, v]): [string, KeyvalValue] => [
+    k,
+    listify(v, `${path}.${k}`),
+  ]);
+  const numbered = entries.filter(([k]) => INDEX.test(k)).length;
+  if (numbered === 0) return Object.fromEntries(entries);
+  if (numbered < entries.length) {
+    throw new OptionError("OPTION_INCONSISTENT", `Parameters '${path}.*' used inconsistently`);
+  }
+  // As qemu: as many slots as keys; an index beyond them leaves a gap to report.
+  const slots: (KeyvalValue | undefined)[] = new Array(entries.length).fill(undefined);
+  for (const [k, v] of entries) {
+    const index = Number(k);
+    if (index < slots.length) slots[index] = v;
+  }
+  const gap = slots.indexOf(undefined);
+  if (gap >= 0) throw new OptionError("OPTION_MISSING", `Parameter '${path}.${gap}' missing`);
+  return slots as KeyvalValue[];
+}
+
+function insert(tree: RawTree, key: string, value: string): void {
   const fragments = key.split(".");
   let node = tree;
   for (let i = 0; i < fragments.length - 1; i++) {

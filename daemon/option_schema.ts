@@ -25,8 +25,10 @@ export type OptionType =
     /** The message for a tag value the enum allows but that has no variant here. */
     unsupported?: (tag: string) => string;
   }
-  /** A node name or an inline definition of a node (qemu's BlockdevRef). */
+  /** A node name or an inline definition of a node (qemu's BlockdevRef, or BlockdevRefOrNull). */
   | { kind: "ref"; nullable: boolean; inline: () => OptionType }
+  /** A list (a JSON array, or keyval's numbered keys `x.0`, `x.1`). */
+  | { kind: "list"; element: OptionType }
   /** Accepted and kept as given (a JSON value or a keyval tree). */
   | { kind: "any" };
 
@@ -43,6 +45,7 @@ export const t = {
   int: (min?: number): OptionType => (min === undefined ? { kind: "int" } : { kind: "int", min }),
   enum: (...values: string[]): OptionType => ({ kind: "enum", values }),
   struct: (members: Record<string, OptionMember>): OptionType => ({ kind: "struct", members }),
+  list: (element: OptionType): OptionType => ({ kind: "list", element }),
   any: { kind: "any" } as OptionType,
   req: (type: OptionType): OptionMember => ({ type }),
   opt: (type: OptionType): OptionMember => ({ type, optional: true }),
@@ -55,12 +58,25 @@ const JSON_TYPE_NAMES: Record<string, string> = {
   enum: "string",
   struct: "object",
   union: "object",
+  list: "array",
 };
+
+/**
+ * The bare name qemu's generated visitors put in enum and alternate errors:
+ * the member's own name, or `null` for a list element (`children[0]`,
+ * keyval's `children.0`).
+ */
+function bareName(path: string): string {
+  if (path.endsWith("]")) return "null";
+  const last = path.slice(path.lastIndexOf(".") + 1);
+  return /^[0-9]+$/.test(last) ? "null" : last;
+}
 
 /**
  * Checks `value` against `type` and returns it converted: keyval strings
  * become booleans and numbers, references stay strings or nested objects.
- * `path` names the member in messages (`"cache.direct"`).
+ * `path` names the member in messages (`"cache.direct"`, a list element
+ * `"children[0]"` in JSON and `"children.0"` in keyval syntax, as qemu).
  */
 export function checkOption(
   type: OptionType,
@@ -112,7 +128,7 @@ export function checkOption(
       if (!type.values.includes(value)) {
         throw new OptionError(
           "OPTION_BAD_ENUM",
-          `Parameter '${path}' does not accept value '${value}'`,
+          `Parameter '${bareName(path)}' does not accept value '${value}'`,
         );
       }
       return value;
@@ -124,7 +140,24 @@ export function checkOption(
       if (typeof value === "object" && value !== null && !Array.isArray(value)) {
         return checkOption(type.inline(), value, path, fromKeyval);
       }
-      throw typeError();
+      // An alternate's error names the member bare, as qemu's generated visitor does.
+      throw new OptionError(
+        "OPTION_BAD_TYPE",
+        `Invalid parameter type for '${bareName(path)}', expected: ${
+          type.nullable ? "BlockdevRefOrNull" : "BlockdevRef"
+        }`,
+      );
+    case "list": {
+      if (!Array.isArray(value)) throw typeError();
+      return value.map((element, i) =>
+        checkOption(
+          type.element,
+          element,
+          fromKeyval ? `${path}.${i}` : `${path}[${i}]`,
+          fromKeyval,
+        )
+      );
+    }
     case "struct":
       return checkMembers(type.members, value, path, fromKeyval, typeError);
     case "union": {

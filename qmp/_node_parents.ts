@@ -1,6 +1,6 @@
 /**
  * Who uses a node, as qemu's checks on "root" nodes and on `blockdev-del`
- * see it: another node's backing or file child, or a job.
+ * see it: another node's backing, file child or quorum child, or a job.
  *
  * @module
  */
@@ -10,11 +10,13 @@ import { type BlockGraph, nodeBlocker } from "../block/graph.ts";
 import type { BlockNode } from "../block/node.ts";
 import { nodeOrigin } from "./named_block_nodes.ts";
 
-/** The nodes of `graph` that use `node` as their backing or file child. */
+/** The nodes of `graph` that use `node` as their backing, file child or one of their children (a quorum's). */
 export function parentNodes(graph: BlockGraph, node: BlockNode): BlockNode[] {
-  return graph.nodes().filter((n) =>
-    n !== node && (n.backing === node || nodeOrigin(n)?.file === node)
-  );
+  return graph.nodes().filter((n) => {
+    if (n === node) return false;
+    const origin = nodeOrigin(n);
+    return n.backing === node || origin?.file === node || !!origin?.children?.includes(node);
+  });
 }
 
 /** Whether a job holds `node` (a blocker, or a stream's copy-on-read filter above it). */

@@ -9,7 +9,8 @@
  * of events relative to replies is decided here, as qemu-storage-daemon
  * writes them: `block-stream` returns after `created` and `running`, or after
  * the whole lifecycle when there is nothing to stream (or, with
- * `auto-finalize: false`, after `BLOCK_JOB_PENDING`).
+ * `auto-finalize: false`, after `BLOCK_JOB_PENDING`). The graph's node events
+ * (`QUORUM_REPORT_BAD`, `QUORUM_FAILURE`) are forwarded like job events.
  *
  * @module
  */
@@ -84,8 +85,8 @@ function exclusive(args: BlockStreamArgs): void {
 /**
  * Wires `query-block`, `query-named-block-nodes`, `block-stream`, the
  * `block-job-*` and `job-*` commands and, unless turned off, the seed era's
- * commands; forwards every job event to the server's sessions. Returns a
- * function that stops forwarding events.
+ * commands; forwards every job event and node event to the server's
+ * sessions. Returns a function that stops forwarding them.
  *
  * @example
  * ```ts
@@ -164,5 +165,11 @@ export function registerBlockCommands(
   registerCommitCommand(server, { graph, jobs });
   if (options.seedCommands ?? true) registerSeedCommands(server, { graph, jobs, parallel });
 
-  return jobs.on((event) => server.emitEvent(event.event, { ...event.data }));
+  const offJobs = jobs.on((event) => server.emitEvent(event.event, { ...event.data }));
+  // Node events (a quorum's votes) reach the sessions the same way.
+  const offNodes = graph.on((event) => server.emitEvent(event.event, { ...event.data }));
+  return () => {
+    offJobs();
+    offNodes();
+  };
 }

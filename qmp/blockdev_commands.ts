@@ -11,7 +11,8 @@
  *    commit's top and base);
  * 3. `Node 'X' is busy: …` when a job blocks it;
  * 4. `Node X is not owned by the monitor` for a node opened implicitly (a
- *    backing file named in a header);
+ *    backing file named in a header) or defined inline in another node's
+ *    options (`file.node-name=X`, a quorum's `children.0.node-name=X`);
  * 5. `Block device X is in use` while another node uses it as a child.
  *
  * @module
@@ -105,7 +106,8 @@ export function registerBlockdevCommands(
       if (commitBackend(jobs, node) || graph.hasBackend(node)) fail(`Node ${name} is in use`);
       const blocker = nodeBlocker(node);
       if (blocker !== undefined) fail(`Node '${name}' is busy: ${blocker}`);
-      if (nodeOrigin(node)?.implicit) fail(`Node ${name} is not owned by the monitor`);
+      const origin = nodeOrigin(node);
+      if (origin?.implicit || origin?.inline) fail(`Node ${name} is not owned by the monitor`);
       if (parentNodes(graph, node).length > 0) fail(`Block device ${name} is in use`);
       await admin.remove(name);
       return {};

@@ -6,7 +6,8 @@
  *   ({@linkcode listen} puts it on a Unix socket or TCP port); commands are
  *   a schema ({@linkcode QMP_COMMAND_SCHEMAS}) plus a handler wired with
  *   `server.commands.handle(name, fn)`; events go out with
- *   `server.emitEvent(name, data)`.
+ *   `server.emitEvent(name, data)`, throttled as qemu throttles them
+ *   ({@linkcode QMP_EVENT_THROTTLE}).
  * - {@linkcode registerBlockCommands} wires the block and job commands (and
  *   the seed era's `block_stream` / `query-block-stream`) over a block graph
  *   and a job registry, forwarding job events.
@@ -101,6 +102,7 @@ export {
   SEED_QUERY_BLOCK_STREAM,
   type SeedCommandsContext,
 } from "./seed_commands.ts";
+export { EventThrottle, type EventThrottleRule, QMP_EVENT_THROTTLE } from "./event_throttle.ts";
 export {
   QMP_REQUEST_QUEUE_MAX,
   QmpServer,

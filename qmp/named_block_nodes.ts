@@ -12,8 +12,9 @@
  * Filenames follow qemu's `bdrv_refresh_filename`: a node whose options can
  * be rebuilt from a plain filename shows that filename, any other one a
  * `json:{…}` pseudo-filename made of its full options (a `blkdebug` node, a
- * `copy-on-read` filter, a format node over either, or a node whose backing
- * is not the one its header names).
+ * `copy-on-read` filter, a format node over either, a node whose backing
+ * is not the one its header names, or a `quorum`, whose `children` list the
+ * full options of each child).
  *
  * Members are built in the QAPI schema's order (`BlockDeviceInfo`,
  * `ImageInfo`, `BlockdevCacheInfo`), so the writer's `QDict` order matches
@@ -40,6 +41,10 @@ export interface NodeOrigin {
   options?: Record<string, unknown>;
   /** Opened implicitly (a backing file from a header, or its file node): listed only while something uses it. */
   implicit?: boolean;
+  /** Defined inline in another node's options (`file.driver=…`, `children.0.driver=…`): not the monitor's to delete. */
+  inline?: boolean;
+  /** The children of a node with a list of them (a quorum), in order. */
+  children?: BlockNode[];
 }
 
 const origins = new WeakMap<BlockNode, NodeOrigin>();
@@ -94,7 +99,15 @@ export async function denoStat(path: string): Promise<HostFileStat | undefined> 
 /** Drivers that are filters: their `image` shows the filtered child as `backing-image`. */
 const FILTER_DRIVERS = new Set(["blkdebug", "copy-on-read"]);
 /** Drivers whose options always make a `json:` filename (qemu cannot express them in a plain name). */
-const JSON_ONLY_DRIVERS = new Set(["blkdebug", "copy-on-read"]);
+const JSON_ONLY_DRIVERS = new Set(["blkdebug", "copy-on-read", "quorum"]);
+
+/** Adds the driver options `node` was given to its full `options`. */
+function givenOptions(node: BlockNode, options: Record<string, unknown>): Record<string, unknown> {
+  // qemu copies the options it was given in its QDict order, so same-bucket keys swap.
+  const given = origins.get(node)?.options ?? {};
+  for (const key of qdictKeys(given)) options[key] = given[key];
+  return options;
+}
 
 /** Resolves the relations qemu's answers need, once per query. */
 class NodeView {
@@ -140,8 +153,22 @@ class NodeView {
     return header?.name !== this.filename(node.backing);
   }
 
+  /** The children of a node with a list of them (a quorum's), or `undefined`. */
+  children(node: BlockNode): BlockNode[] | undefined {
+    return origins.get(node)?.children;
+  }
+
   /** qemu's full open options of a node (the content of a `json:` filename). */
   fullOptions(node: BlockNode): Record<string, unknown> {
+    const children = this.children(node);
+    if (children) {
+      // qemu's quorum lists every child's full options, gap-less, in order.
+      const options: Record<string, unknown> = {
+        children: children.map((c) => this.fullOptions(c)),
+        driver: node.driver,
+      };
+      return givenOptions(node, options);
+    }
     const child = this.child(node);
     if (!child) return { driver: node.driver, filename: node.filename };
     const options: Record<string, unknown> = {};
@@ -152,10 +179,7 @@ class NodeView {
     }
     options.driver = node.driver;
     options[child.key] = this.fullOptions(child.node);
-    // qemu copies the options it was given in its QDict order, so same-bucket keys swap.
-    const given = origins.get(node)?.options ?? {};
-    for (const key of qdictKeys(given)) options[key] = given[key];
-    return options;
+    return givenOptions(node, options);
   }
 
   /** The filename qemu shows for a node. */
@@ -163,6 +187,11 @@ class NodeView {
     let name = this.#filenames.get(node);
     if (name !== undefined) return name;
     const child = this.child(node);
+    if (this.children(node)) {
+      name = "json:" + toQemuJson(this.fullOptions(node));
+      this.#filenames.set(node, name);
+      return name;
+    }
     const plain = !child ||
       (!JSON_ONLY_DRIVERS.has(node.driver) &&
         Object.keys(origins.get(node)?.options ?? {}).length === 0 &&
@@ -192,6 +221,7 @@ class NodeView {
         used.add(n);
         const child = this.child(n)?.node;
         if (child) visit(child);
+        for (const c of this.children(n) ?? []) visit(c);
         n = n.backing;
       }
     };
@@ -212,6 +242,31 @@ function hostFile(view: NodeView, node: BlockNode): BlockNode | undefined {
   return undefined;
 }
 
+/**
+ * The bytes a node with a list of children allocates: the sum of its
+ * children's (qemu's `bdrv_sum_allocated_file_size`), or `undefined` when
+ * one of them cannot tell.
+ */
+async function childrenAllocated(
+  view: NodeView,
+  children: BlockNode[],
+  stat: Stat,
+): Promise<number | undefined> {
+  let sum = 0;
+  for (const child of children) {
+    const nested = view.children(child);
+    let bytes: number | undefined;
+    if (nested) bytes = await childrenAllocated(view, nested, stat);
+    else {
+      const file = hostFile(view, child);
+      bytes = file ? (await stat(file.filename))?.allocated : undefined;
+    }
+    if (bytes === undefined) return undefined;
+    sum += bytes;
+  }
+  return sum;
+}
+
 async function imageInfo(
   view: NodeView,
   node: BlockNode,
@@ -220,12 +275,18 @@ async function imageInfo(
 ): Promise<{ info: Record<string, unknown>; depth: number }> {
   const file = hostFile(view, node);
   const st = file ? await stat(file.filename) : undefined;
+  const children = view.children(node);
   const info: Record<string, unknown> = {
     filename: view.filename(node),
     format: node.driver,
-    "dirty-flag": false,
   };
+  // qemu has no dirty flag to show for a node without image info of its own (a quorum).
+  if (!children) info["dirty-flag"] = false;
   if (st) info["actual-size"] = st.allocated;
+  if (children) {
+    const allocated = await childrenAllocated(view, children, stat);
+    if (allocated !== undefined) info["actual-size"] = allocated;
+  }
   info["virtual-size"] = node.driver === "file" && st ? st.size : node.size;
   const clusterNode = node.driver === "copy-on-read" ? view.child(node)?.node : node;
   if (clusterNode?.clusterSize !== undefined && clusterNode.driver === "qed") {

@@ -29,6 +29,7 @@ import {
   type QmpSessionControl,
 } from "./command_registry.ts";
 import { QmpError } from "./error.ts";
+import { EventThrottle } from "./event_throttle.ts";
 import { type JsonMessage, JsonMessageParser, type JsonParserLimits } from "./json_parser.ts";
 import {
   hasMember,
@@ -120,6 +121,7 @@ export class QmpServer {
   readonly #onQuit: (() => void) | undefined;
   readonly #mapError: ((error: unknown) => QmpError | undefined) | undefined;
   readonly #sessions = new Set<Session>();
+  readonly #throttle: EventThrottle;
 
   /** Makes a server with the built-in commands wired and the streaming commands declared. */
   constructor(options: QmpServerOptions = {}) {
@@ -132,6 +134,9 @@ export class QmpServer {
     this.#onQuit = options.onQuit;
     this.#mapError = options.mapError;
     this.commands = new QmpCommandRegistry(QMP_COMMAND_SCHEMAS);
+    this.#throttle = new EventThrottle(this.#clock, (bytes) => {
+      for (const s of this.#sessions) if (s.negotiated) s.send(bytes);
+    });
     this.#wireBuiltins(options.queryStatus ?? false);
   }
 
@@ -160,14 +165,15 @@ export class QmpServer {
 
   /**
    * Sends an event to every session that has completed negotiation, stamped
-   * with the clock's wall time; `data` is left out when undefined.
+   * with the clock's wall time; `data` is left out when undefined. Events
+   * qemu throttles (`QMP_EVENT_THROTTLE`) are throttled as qemu does: one
+   * held back keeps its stamp and goes to the sessions open when it is sent.
    */
   emitEvent(event: string, data?: Record<string, unknown>): void {
     const us = Math.round(this.#clock.wallTime() * 1000);
     const seconds = Math.floor(us / 1e6);
     const microseconds = us - seconds * 1e6;
-    const bytes = line({ timestamp: { seconds, microseconds }, event, data });
-    for (const s of this.#sessions) if (s.negotiated) s.send(bytes);
+    this.#throttle.offer(event, data, line({ timestamp: { seconds, microseconds }, event, data }));
   }
 
   /**
@@ -193,8 +199,9 @@ export class QmpServer {
     }
   }
 
-  /** Closes every session. */
+  /** Closes every session and drops the events throttling holds back. */
   close(): void {
+    this.#throttle.close();
     for (const s of this.#sessions) s.close();
   }
 

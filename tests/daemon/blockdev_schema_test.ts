@@ -74,3 +74,94 @@ Deno.test("checkBlockdevOptions() checks JSON types as qemu's QMP does", () => {
     /Invalid parameter type for 'size', expected: integer/,
   );
 });
+
+Deno.test("checkBlockdevOptions() reads a quorum's children from keyval lists and JSON arrays", () => {
+  const children =
+    "children.0.driver=qed,children.0.file.driver=file,children.0.file.filename=a.qed,children.1=n1";
+  assert.deepEqual(check(`driver=quorum,node-name=q,vote-threshold=2,${children}`), {
+    driver: "quorum",
+    "node-name": "q",
+    children: [{ driver: "qed", file: { driver: "file", filename: "a.qed" } }, "n1"],
+    "vote-threshold": 2,
+  });
+  assert.deepEqual(
+    checkBlockdevOptions({
+      driver: "quorum",
+      "node-name": "q",
+      "vote-threshold": 1,
+      "read-pattern": "fifo",
+      children: ["n0", { driver: "raw", file: "f" }],
+    }, false).children,
+    ["n0", { driver: "raw", file: "f" }],
+  );
+});
+
+Deno.test("checkBlockdevOptions() refuses bad quorum options with qemu-storage-daemon's texts", () => {
+  const c = "children.0.driver=raw,children.0.file=f";
+  refused("driver=quorum,node-name=q,vote-threshold=2", "Parameter 'children' is missing");
+  refused(`driver=quorum,node-name=q,${c}`, "Parameter 'vote-threshold' is missing");
+  refused(
+    `driver=quorum,node-name=q,vote-threshold=x,${c}`,
+    "Parameter 'vote-threshold' expects integer",
+  );
+  refused(
+    `driver=quorum,node-name=q,vote-threshold=1,read-pattern=foo,${c}`,
+    "Parameter 'read-pattern' does not accept value 'foo'",
+  );
+  refused(
+    `driver=quorum,node-name=q,vote-threshold=1,blkverify=x,${c}`,
+    "Parameter 'blkverify' expects 'on' or 'off'",
+  );
+  refused(
+    "driver=quorum,node-name=q,vote-threshold=1,children=x",
+    "Invalid parameter type for 'children', expected: array",
+  );
+  refused(
+    "driver=quorum,node-name=q,vote-threshold=1,children.x=x",
+    "Invalid parameter type for 'children', expected: array",
+  );
+  refused(
+    "driver=quorum,node-name=q,vote-threshold=1,children.0.driver=raw",
+    "Parameter 'children.0.file' is missing",
+  );
+  const json = (children: unknown[]) => () =>
+    checkBlockdevOptions(
+      { driver: "quorum", "node-name": "q", "vote-threshold": 1, children },
+      false,
+    );
+  assert.throws(
+    json([3]),
+    /^OptionError: Invalid parameter type for 'null', expected: BlockdevRef$/,
+  );
+  assert.throws(
+    json([{ driver: "raw" }]),
+    /^OptionError: Parameter 'children\[0\]\.file' is missing$/,
+  );
+  assert.throws(
+    json(["a", { driver: "raw", file: "f", x: 1 }]),
+    /^OptionError: Parameter 'children\[1\]\.x' is unexpected$/,
+  );
+  assert.throws(
+    json([{ driver: "raw", file: 3 }]),
+    /^OptionError: Invalid parameter type for 'file', expected: BlockdevRef$/,
+  );
+});
+
+Deno.test("checkBlockdevOptions() names enum and alternate members bare, as qemu's generated visitors", () => {
+  refused(
+    "driver=raw,node-name=r,file.driver=bogus",
+    "Parameter 'driver' does not accept value 'bogus'",
+  );
+  refused(
+    "driver=raw,node-name=r,file.driver=file,file.filename=x,file.locking=bogus",
+    "Parameter 'locking' does not accept value 'bogus'",
+  );
+  refused(
+    "driver=raw,node-name=r,file.driver=raw,file.file.0=x",
+    "Invalid parameter type for 'file', expected: BlockdevRef",
+  );
+  refused(
+    "driver=qed,node-name=f,backing.0=a,file=x",
+    "Invalid parameter type for 'backing', expected: BlockdevRefOrNull",
+  );
+});

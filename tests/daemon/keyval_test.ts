@@ -45,3 +45,19 @@ Deno.test("parseOptionArgument() reads JSON objects too", () => {
   assert.deepEqual(parseOptionArgument('{"driver":"file","x":1}'), { driver: "file", x: 1 });
   assert.throws(() => parseOptionArgument("{nope"), OptionError);
 });
+
+Deno.test("parseKeyval() makes numbered keys a list in their order, as qemu's keyval", () => {
+  assert.deepEqual(
+    parseKeyval("driver=quorum,children.1=b,children.0.driver=qed,children.0.file=f,x.00=z"),
+    { driver: "quorum", children: [{ driver: "qed", file: "f" }, "b"], x: ["z"] },
+  );
+  // Numbered keys below a list element are a list too; the root stays an object.
+  assert.deepEqual(parseKeyval("a.0.b.0=1,a.0.b.1=2"), { a: [{ b: ["1", "2"] }] });
+});
+
+Deno.test("parseKeyval() refuses gaps and mixed keys in lists with qemu-storage-daemon's texts", () => {
+  rejects("children.0=a,children.2=b", "Parameter 'children.1' missing");
+  rejects("children.1=a,children.2=b", "Parameter 'children.0' missing");
+  rejects("children.0=a,children.x=b", "Parameters 'children.*' used inconsistently");
+  rejects("children.0=a,children.0.driver=b", "Parameters 'children.0.*' used inconsistently");
+});
