@@ -5,7 +5,7 @@
  * `cp`, on local disk in a temporary folder.
  *
  * ```
- * deno task bench:compare                        # 1 GiB, 3 runs of each case
+ * deno task bench:compare                        # 1 GiB, 5 runs of each case
  * deno run -A bench/stream_compare.ts --size 256 --runs 1 --dir /var/tmp
  * ```
  *
@@ -30,8 +30,9 @@
  * earlier has gone back to the host and costs ~2 s/GiB to fault in again,
  * which otherwise decided the ratios by the order of the cases). Each result of qedstream and qemu is checked with
  * `qemu-img compare` against the template and `qemu-img info` (no backing).
- * Goals (issue 3): qedstream ≤ 0.8 × qemu-storage-daemon, ≤ 1.3 × cp, peak
- * memory ≤ 150 MiB.
+ * The ratios are the medians of the per-round ratios (each round runs the
+ * cases back to back). Goals (issue 3): qedstream ≤ 0.8 × qemu-storage-daemon,
+ * ≤ 1.3 × cp, peak memory ≤ 150 MiB.
  *
  * @module
  */
@@ -60,7 +61,7 @@ interface Options {
 function parseOptions(argv: string[]): Options {
   const options: Options = {
     sizeMiB: 1024,
-    runs: 3,
+    runs: 5,
     keep: false,
     streamArgs: [],
     jobDefaults: true,
@@ -252,8 +253,15 @@ async function main(): Promise<void> {
     );
     console.log(row(["cp + sync", (cMs / 1000).toFixed(3), rate(cMs)], widths));
     const verdict = (ok: boolean) => (ok ? "met" : "MISSED");
-    const rQsd = qMs / dMs;
-    const rCp = qMs / cMs;
+    // Each round's cases run back to back in one state of the machine: the median of the
+    // per-round ratios is steadier than the ratio of the medians.
+    const perQsd = q.map((r, i) => r.jobMs / d[i]!);
+    const perCp = q.map((r, i) => r.jobMs / c[i]!);
+    const list = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(", ");
+    console.log(`\nper-round qedstream / qemu-storage-daemon: ${list(perQsd)}`);
+    console.log(`per-round qedstream / cp: ${list(perCp)}`);
+    const rQsd = median(perQsd);
+    const rCp = median(perCp);
     console.log(
       `\nqedstream / qemu-storage-daemon = ${rQsd.toFixed(2)} (goal <= 0.8: ${
         verdict(rQsd <= 0.8)
