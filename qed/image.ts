@@ -204,11 +204,10 @@ export class QedImage implements BackingImage {
   #lock = new FifoLock();
   /**
    * Deferred L2 updates: entry ranges (by table offset) already set in the
-   * cached, pinned table but not yet written. With a backing file they wait
-   * for the flush that must precede them (group commit: the last lock holder
-   * of a queue writes them); without one, until the next flush, check,
-   * backing change or need-check clear, or until more than
-   * {@linkcode QED_MAX_PENDING_L2_TABLES} tables are pending.
+   * cached, pinned table but not yet written: until the next flush, check,
+   * close, backing change or need-check clear, or until more than
+   * {@linkcode QED_MAX_PENDING_L2_TABLES} tables are pending; a flush always
+   * precedes their write.
    */
   #pendingL2 = new Map<number, { first: number; last: number }>();
   #zeros: Uint8Array | undefined;
