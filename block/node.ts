@@ -86,3 +86,78 @@ export interface BlockNode {
 export function* chainOf(node: BlockNode | null): Generator<BlockNode> {
   for (let n = node, i = 0; n && i < 1024; n = n.backing, i++) yield n;
 }
+
+/** The members of a node that {@linkcode forwardingNode} lets a caller replace. */
+export interface NodeOverrides {
+  /** The node name. Default: the forwarded node's, live. */
+  nodeName?: string;
+  /** The driver. Default: the forwarded node's. */
+  driver?: string;
+  /** Whether writes are refused (the caller's `write` enforces it). Default: the forwarded node's. */
+  readOnly?: boolean;
+  /** Replaces {@linkcode BlockNode.read}. */
+  read?: BlockNode["read"];
+  /** Replaces {@linkcode BlockNode.write}. */
+  write?: BlockNode["write"];
+  /** Replaces {@linkcode BlockNode.writeZeroes}. */
+  writeZeroes?: BlockNode["writeZeroes"];
+  /** Replaces {@linkcode BlockNode.flush}. */
+  flush?: BlockNode["flush"];
+  /** Replaces {@linkcode BlockNode.blockStatus}. */
+  blockStatus?: BlockNode["blockStatus"];
+  /** Replaces {@linkcode BlockNode.close}. */
+  close?: BlockNode["close"];
+  /** Replaces {@linkcode BlockNode.setBacking}; `false`: the forwarding node has none. */
+  setBacking?: BlockNode["setBacking"] | false;
+}
+
+/**
+ * A node that forwards every member to `node`, except those `overrides`
+ * replaces. Size, filename, backing and the rest are read from `node` when
+ * asked, so a later change of `node` (a new backing link) shows. Explicit
+ * forwarding rather than a prototype link: `node` may be a class with
+ * private fields, whose methods must run on it.
+ *
+ * @example
+ * ```ts ignore
+ * // Counts the reads of `node` under another name.
+ * let reads = 0;
+ * const counted = forwardingNode(node, {
+ *   nodeName: "counted",
+ *   read: (offset, buf) => (reads++, node.read(offset, buf)),
+ * });
+ * ```
+ */
+export function forwardingNode(node: BlockNode, overrides: NodeOverrides = {}): BlockNode {
+  const o = overrides;
+  const setBacking = o.setBacking === false ? undefined : o.setBacking ?? (node.setBacking &&
+    ((backing: BlockNode | null, change: BackingChange) => node.setBacking!(backing, change)));
+  return {
+    get nodeName() {
+      return o.nodeName ?? node.nodeName;
+    },
+    get driver() {
+      return o.driver ?? node.driver;
+    },
+    get filename() {
+      return node.filename;
+    },
+    get size() {
+      return node.size;
+    },
+    get readOnly() {
+      return o.readOnly ?? node.readOnly;
+    },
+    get backing() {
+      return node.backing;
+    },
+    ...(node.clusterSize !== undefined ? { clusterSize: node.clusterSize } : {}),
+    read: o.read ?? ((offset, buf) => node.read(offset, buf)),
+    write: o.write ?? ((offset, data) => node.write(offset, data)),
+    writeZeroes: o.writeZeroes ?? ((offset, length) => node.writeZeroes(offset, length)),
+    flush: o.flush ?? (() => node.flush()),
+    blockStatus: o.blockStatus ?? ((offset, length) => node.blockStatus(offset, length)),
+    ...(setBacking ? { setBacking } : {}),
+    close: o.close ?? (() => node.close()),
+  };
+}

@@ -15,7 +15,7 @@
  * @module
  */
 
-import type { BlockNode } from "./node.ts";
+import { type BlockNode, forwardingNode } from "./node.ts";
 import { RangeSet } from "./_range_set.ts";
 import { type FingerprintSource, templateFingerprint } from "./template_fingerprint.ts";
 import type { ByteRange, WorkingSet } from "./working_set.ts";
@@ -117,37 +117,13 @@ export class WorkingSetRecorder {
 
   /** A node that forwards everything to `node` and records its reads while recording. */
   wrap(node: BlockNode): BlockNode {
-    // Explicit forwarding: `node` may be a class with private fields, which a prototype link would break.
-    return {
-      get nodeName() {
-        return node.nodeName;
-      },
-      get driver() {
-        return node.driver;
-      },
-      get filename() {
-        return node.filename;
-      },
-      get size() {
-        return node.size;
-      },
-      get readOnly() {
-        return node.readOnly;
-      },
-      get backing() {
-        return node.backing;
-      },
-      ...(node.clusterSize !== undefined ? { clusterSize: node.clusterSize } : {}),
+    return forwardingNode(node, {
       read: (offset, buf) => {
         this.record(offset, buf.length);
         return node.read(offset, buf);
       },
-      write: (offset, data) => node.write(offset, data),
-      writeZeroes: (offset, length) => node.writeZeroes(offset, length),
-      flush: () => node.flush(),
-      blockStatus: (offset, length) => node.blockStatus(offset, length),
-      close: () => node.close(),
-    };
+      setBacking: false,
+    });
   }
 
   /** Stops recording and returns the working set of `template` (fingerprinted now). */

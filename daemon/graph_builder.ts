@@ -19,7 +19,7 @@ import { BlockDevice, corFiltersOf } from "../block/device.ts";
 import { BlockError } from "../block/error.ts";
 import { type BlockGraph, nodeBlocker } from "../block/graph.ts";
 import type { JobRegistry } from "../block/job_registry.ts";
-import type { BlockNode, BlockStatus } from "../block/node.ts";
+import { type BlockNode, forwardingNode } from "../block/node.ts";
 import { qedNode } from "../block/qed_node.ts";
 import { rawNode } from "../block/raw_node.ts";
 import { openNbdNode } from "../block/nbd_node.ts";
@@ -411,33 +411,20 @@ function delegateNode(
   const refuse = () =>
     Promise.reject(new BlockError("READ_ONLY", `Node '${options.nodeName}' is read-only`));
   const readOnly = options.readOnly || child.readOnly;
-  return {
+  const write = options.write ?? ((offset, data) => child.write(offset, data));
+  const writeZeroes = options.writeZeroes ??
+    ((offset, length) => child.writeZeroes(offset, length));
+  return forwardingNode(child, {
     nodeName: options.nodeName,
     driver: options.driver,
-    get filename() {
-      return child.filename;
-    },
-    get size() {
-      return child.size;
-    },
     readOnly,
-    get backing() {
-      return child.backing;
-    },
-    ...(child.clusterSize === undefined ? {} : { clusterSize: child.clusterSize }),
-    read: options.read ?? ((offset, buf) => child.read(offset, buf)),
-    write: (offset, data) =>
-      readOnly ? refuse() : options.write ? options.write(offset, data) : child.write(offset, data),
-    writeZeroes: (offset, length) =>
-      readOnly
-        ? refuse()
-        : options.writeZeroes
-        ? options.writeZeroes(offset, length)
-        : child.writeZeroes(offset, length),
-    flush: () => child.flush(),
-    blockStatus: (offset, length): Promise<BlockStatus> => child.blockStatus(offset, length),
+    ...(options.read ? { read: options.read } : {}),
+    write: (offset, data) => readOnly ? refuse() : write(offset, data),
+    writeZeroes: (offset, length) => readOnly ? refuse() : writeZeroes(offset, length),
+    // The child belongs to its own entry: closing this node leaves it open.
     close: () => Promise.resolve(),
-  };
+    setBacking: false,
+  });
 }
 
 /** `storage`, except that closing it does nothing (its owner closes it). */

@@ -11,7 +11,7 @@ import { MemoryStorage } from "../../io/memory_storage.ts";
 import type { Clock } from "../../io/clock.ts";
 import { QedImage } from "../../qed/image.ts";
 import { QedstreamError } from "../../io/error.ts";
-import type { BackingChange, BlockNode, BlockStatus } from "../../block/node.ts";
+import { type BlockNode, type BlockStatus, forwardingNode } from "../../block/node.ts";
 import { qedNode } from "../../block/qed_node.ts";
 import { sourceNode } from "../../block/source_node.ts";
 
@@ -117,37 +117,14 @@ export function faultyNode(
 type Around = <T>(what: string, f: () => Promise<T>, bytes: number, offset: number) => Promise<T>;
 
 function delegate(node: BlockNode, around: Around): BlockNode {
-  return {
-    get nodeName() {
-      return node.nodeName;
-    },
-    get driver() {
-      return node.driver;
-    },
-    get filename() {
-      return node.filename;
-    },
-    get size() {
-      return node.size;
-    },
-    get readOnly() {
-      return node.readOnly;
-    },
-    get backing() {
-      return node.backing;
-    },
-    ...(node.clusterSize !== undefined ? { clusterSize: node.clusterSize } : {}),
+  return forwardingNode(node, {
     read: (o, b) => around("read", () => node.read(o, b), b.length, o),
     write: (o, d) => around("write", () => node.write(o, d), d.length, o),
     writeZeroes: (o, n) => around("writeZeroes", () => node.writeZeroes(o, n), n, o),
     flush: () => around("flush", () => node.flush(), 0, 0),
     blockStatus: (o, n): Promise<BlockStatus> =>
       around("blockStatus", () => node.blockStatus(o, n), n, o),
-    ...(node.setBacking
-      ? { setBacking: (b: BlockNode | null, c: BackingChange) => node.setBacking!(b, c) }
-      : {}),
-    close: () => node.close(),
-  };
+  });
 }
 
 /** The guest-visible bytes of a node. */
