@@ -30,8 +30,11 @@
  *   table) and written per table, coalesced, after a flush, at the next
  *   flush, close, check, backing change or need-check clear, or when more
  *   than 8 tables are pending (see `#allocateData` for why this is
- *   crash-safe). A backing change flushes them before its header write, so
- *   no entry is lost after the header stops naming the file it relied on.
+ *   crash-safe); past `maxPendingL2Bytes` (64 MiB) of new clusters they are
+ *   written in the background, a flush and then a copy of their sectors as
+ *   they were, while writes go on. A backing change flushes them before its
+ *   header write, so no entry is lost after the header stops naming the
+ *   file it relied on.
  * - In-memory tables change only after the data they point at is written, so
  *   a concurrent read never sees a mapping to unwritten data.
  *
@@ -126,6 +129,16 @@ export interface QedOpenOptions {
    * `close()` only.
    */
   clock?: Clock;
+  /**
+   * How many bytes of newly allocated clusters may wait for their deferred
+   * L2 entries. Past it the entries waiting are written in the background
+   * (a flush, then the entries as they are at that moment) while writes go
+   * on. It bounds what a crash or a killed process costs: clusters written
+   * but not yet mapped are lost work, so a stream rerun after `kill -9`
+   * copies at most about this much again. Default
+   * {@linkcode QED_MAX_PENDING_L2_BYTES}.
+   */
+  maxPendingL2Bytes?: number;
 }
 
 export type { QedCheckOptions, QedCheckResult } from "./_check.ts";
@@ -165,6 +178,12 @@ const ZERO_CHUNK = 1 << 20;
  * evict it.
  */
 const QED_MAX_PENDING_L2_TABLES = 8;
+
+/**
+ * Default of {@linkcode QedOpenOptions.maxPendingL2Bytes}: 64 MiB of newly
+ * allocated clusters may wait for their L2 entries.
+ */
+export const QED_MAX_PENDING_L2_BYTES = 64 * 1024 * 1024;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -210,6 +229,13 @@ export class QedImage implements BackingImage {
    * precedes their write.
    */
   #pendingL2 = new Map<number, { first: number; last: number }>();
+  /** Bytes of clusters the entries in {@linkcode #pendingL2} newly map. */
+  #pendingBytes = 0;
+  readonly #maxPendingBytes: number;
+  /** The background settle in progress (see {@linkcode #settleInBackground}). */
+  #settling: Promise<void> | undefined;
+  /** A background settle's failure, for the next flush() to report. */
+  #settleError: unknown;
   #zeros: Uint8Array | undefined;
   /** Set when corruption is known to remain: need-check is then left set. */
   #inconsistent = false;
@@ -232,6 +258,7 @@ export class QedImage implements BackingImage {
       l1: QedTable;
       cacheSize: number;
       clock: Clock | null;
+      maxPendingBytes: number;
     },
   ) {
     this.storage = storage;
@@ -244,6 +271,7 @@ export class QedImage implements BackingImage {
     this.#l1 = state.l1;
     this.#cache = new L2Cache(state.cacheSize);
     this.#clock = state.clock;
+    this.#maxPendingBytes = state.maxPendingBytes;
   }
 
   /**
@@ -390,6 +418,7 @@ export class QedImage implements BackingImage {
       l1,
       cacheSize: options.l2CacheSize ?? QED_DEFAULT_L2_CACHE_SIZE,
       clock: options.clock ?? null,
+      maxPendingBytes: options.maxPendingL2Bytes ?? QED_MAX_PENDING_L2_BYTES,
     });
     if (!readOnly && (options.repairOnOpen ?? true) && image.needsCheck) {
       let result: QedCheckResult;
@@ -597,7 +626,7 @@ export class QedImage implements BackingImage {
     this.#checkOpen();
     if (this.#readOnly) return;
     this.#cancelNeedCheckTimer();
-    if (this.#pendingL2.size > 0) {
+    if (this.#pendingL2.size > 0 || this.#settling) {
       const release = await this.#lock.acquire();
       try {
         await this.#settleL2();
@@ -607,6 +636,9 @@ export class QedImage implements BackingImage {
     }
     if (!this.needsCheck || this.#inconsistent) await this.storage.flush();
     else await this.#clearNeedCheck();
+    const failed = this.#settleError;
+    this.#settleError = undefined;
+    if (failed !== undefined) throw failed;
   }
 
   /**
@@ -939,7 +971,13 @@ export class QedImage implements BackingImage {
     // disk and the bytes of the file are exactly qemu's. New L2 tables keep
     // qemu's order.
     const deferred = this.#deferL2(start, count, host);
-    if (deferred === true || (deferred !== false && await deferred)) return;
+    if (deferred === true || (deferred !== false && await deferred)) {
+      this.#pendingBytes += count * cs;
+      if (this.#pendingBytes >= this.#maxPendingBytes && !this.#settling) {
+        this.#settleInBackground();
+      }
+      return;
+    }
     if (this.#hasBacking) {
       await this.storage.flush();
       await this.#writePendingL2();
@@ -1013,9 +1051,49 @@ export class QedImage implements BackingImage {
    * their data durable first, with or without a backing file.
    */
   async #settleL2(): Promise<void> {
+    await this.#settling;
     if (this.#pendingL2.size === 0) return;
     await this.storage.flush();
     await this.#writePendingL2();
+  }
+
+  /**
+   * Settles the deferred entries without holding writes up (lock held for
+   * the synchronous part only): the sectors holding them are copied as they
+   * are now, every one pointing at data already written; then, in the
+   * background, a flush makes that data durable and the copies are written.
+   * Entries deferred meanwhile wait for the next settle, and every other L2
+   * or L1 write waits for this one ({@linkcode #settling}), so no older copy
+   * lands after a newer sector. The tables stay pinned until their copy is
+   * on disk. On failure the tables are dropped from the cache, as
+   * {@linkcode #writePendingL2} does, and the next flush() reports it.
+   */
+  #settleInBackground(): void {
+    const snapshot = [...this.#pendingL2].map(([l2Offset, range]) => {
+      const sector = this.#cache.get(l2Offset)!.sectorRange(range.first, range.last);
+      return { at: l2Offset + sector.offset, l2Offset, bytes: sector.bytes.slice() };
+    });
+    this.#pendingL2.clear();
+    this.#pendingBytes = 0;
+    const settle = async () => {
+      let written = 0;
+      try {
+        await this.storage.flush();
+        for (const s of snapshot) {
+          await this.storage.write(s.at, s.bytes);
+          this.#cache.unpin(s.l2Offset);
+          written++;
+        }
+      } catch (error) {
+        for (const s of snapshot.slice(written)) {
+          this.#cache.delete(s.l2Offset);
+          this.#cache.unpin(s.l2Offset);
+          if (this.#pendingL2.delete(s.l2Offset)) this.#cache.unpin(s.l2Offset);
+        }
+        this.#settleError ??= error;
+      }
+    };
+    this.#settling = settle().finally(() => this.#settling = undefined);
   }
 
   /**
@@ -1026,6 +1104,7 @@ export class QedImage implements BackingImage {
   async #writePendingL2(): Promise<void> {
     const pending = [...this.#pendingL2];
     this.#pendingL2.clear();
+    this.#pendingBytes = 0;
     let failure: { error: unknown } | undefined;
     for (const [l2Offset, range] of pending) {
       const table = this.#cache.get(l2Offset);
@@ -1088,6 +1167,8 @@ export class QedImage implements BackingImage {
    * has only the 512-byte sectors holding the entries rewritten.
    */
   async #updateL2(start: number, count: number, value: (i: number) => number): Promise<void> {
+    // An older snapshot still being written must not land after this update.
+    await this.#settling;
     const g = this.#geometry;
     const l1Index = Math.floor(start / g.l2Span);
     const first = Math.floor((start % g.l2Span) / g.clusterSize);

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { setImmediate } from "node:timers";
 import fc from "fast-check";
 import { MemoryStorage, type Storage } from "../../io/mod.ts";
 import { QedImage, RawImage } from "../../qed/mod.ts";
@@ -108,6 +109,116 @@ Deno.test("`QedImage.write()` concurrent writes with a backing file: after any p
         },
       ),
       { seed, numRuns: 25 },
+    );
+  }
+});
+
+Deno.test("`QedImage.write()` past maxPendingL2Bytes settles in the background: a flush, then the entries, while writes go on", async () => {
+  const base = await RawImage.open(new MemoryStorage(pattern(64 * CS, 3)), { readOnly: true });
+  const disk = new RecordingStorage();
+  await createBacked(disk);
+  const image = await QedImage.open(disk, { backing: base, maxPendingL2Bytes: 2 * CS });
+  await image.write(0, pattern(CS, 1)); // allocates the L2 table
+  disk.clear();
+  // A slow disk: each flush waits until the test lets it finish, in any order.
+  const waiting: (() => void)[] = [];
+  const flush = disk.flush.bind(disk);
+  disk.flush = async () => {
+    const done = flush();
+    await new Promise<void>((resolve) => waiting.push(resolve));
+    return done;
+  };
+  const settle = async (i: number) => {
+    while (waiting.length <= i) await new Promise((r) => setTimeout(r, 0));
+    waiting[i]!();
+  };
+  await image.write(2 * CS, pattern(CS, 2));
+  await image.write(3 * CS, pattern(CS, 3)); // the second pending cluster starts a settle
+  await image.write(4 * CS, pattern(CS, 4)); // goes on while the settle's flush waits
+  assert.deepEqual(disk.log, [
+    "write 4096 @0x6000",
+    "write 4096 @0x7000",
+    "flush",
+    "write 4096 @0x8000",
+  ]);
+  // flush() must not write its newer sector before the settle's older copy lands, even if
+  // the disk finishes its own flush first.
+  const flushed = image.flush();
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(waiting.length, 1, "flush() waits for the settle before flushing");
+  await settle(0);
+  await settle(1);
+  await settle(2);
+  await flushed;
+  // The settle writes the sector as it was when it began (clusters 2 and 3), flush()
+  // then adds cluster 4's entry after a flush of its own.
+  assert.deepEqual(disk.log.slice(4), ["write 512 @0x4000", "flush", "write 512 @0x4000", "flush"]);
+  disk.flush = flush;
+  await image.close();
+  const reopened = await QedImage.open(disk.inner.clone(), { backing: base, readOnly: true });
+  assert.equal((await reopened.check()).corruptions, 0);
+  for (const c of [2, 3, 4]) {
+    const buf = new Uint8Array(CS);
+    await reopened.read(c * CS, buf);
+    assert.deepEqual(buf, pattern(CS, c));
+  }
+});
+
+Deno.test("`QedImage.write()` background settles: after any power cut no entry points at lost data, and flushed writes stay", async () => {
+  const baseBytes = pattern(64 * CS, 9);
+  const base = await RawImage.open(new MemoryStorage(baseBytes), { readOnly: true });
+  const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+  for (const seed of seeds()) {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.uniqueArray(fc.nat(63), { minLength: 1, maxLength: 5 }), {
+          minLength: 1,
+          maxLength: 4,
+        }),
+        fc.integer({ min: 1, max: 4 }),
+        fc.nat(3),
+        fc.infiniteStream(fc.boolean()),
+        async (batches, maxClusters, flushAfter, coin) => {
+          const created = new MemoryStorage();
+          await createBacked(created);
+          const disk = new CutRecorder(created, () => coin.next().value as boolean);
+          const image = await QedImage.open(disk, {
+            backing: base,
+            maxPendingL2Bytes: maxClusters * CS,
+          });
+          const latest = new Map<number, number>();
+          let durable = new Map<number, number>();
+          let durableFromCut = Infinity;
+          for (const [b, batch] of batches.entries()) {
+            await Promise.all(batch.map((c) => image.write(c * CS, pattern(CS, 10 * b + c))));
+            for (const c of batch) latest.set(c, 10 * b + c);
+            await turn(); // lets a background settle run between batches
+            if (b === flushAfter) {
+              await image.flush();
+              durable = new Map(latest);
+              durableFromCut = disk.cuts.length;
+            }
+          }
+          await image.close();
+          for (const [i, cut] of disk.cuts.entries()) {
+            const after = await QedImage.open(cut, { backing: base, readOnly: true });
+            assert.equal((await after.check()).corruptions, 0);
+            const buf = new Uint8Array(CS);
+            for (const c of latest.keys()) {
+              await after.read(c * CS, buf);
+              const old = baseBytes.subarray(c * CS, (c + 1) * CS);
+              const written = batches.flatMap((batch, b) => batch.includes(c) ? [10 * b + c] : []);
+              const ok = written.some((v) => buf.every((x, k) => x === pattern(CS, v)[k])) ||
+                (buf.every((x, k) => x === old[k]) && !(i >= durableFromCut && durable.has(c)));
+              assert.ok(
+                ok,
+                `cluster ${c} after cut ${i}: neither a written version nor allowed old data`,
+              );
+            }
+          }
+        },
+      ),
+      { seed, numRuns: 8 },
     );
   }
 });
