@@ -206,7 +206,12 @@ async function workload(seed: number, withBacking: boolean, cutChance: number) {
   const model = new Model();
   const storage = new CuttingStorage(mem, model, rng.fork("cuts"), cutChance);
   const base = template ? templateOf(template) : null;
-  const image = await QedImage.open(storage);
+  // Half the runs settle deferred L2 entries in the background after a few clusters.
+  const settle = rng.fork("settle");
+  const image = await QedImage.open(
+    storage,
+    settle.chance(0.5) ? { maxPendingL2Bytes: CLUSTER * settle.int(1, 8) } : {},
+  );
   const top = qedNode(image, { nodeName: "ov", filename: "ov.qed", backing: base });
   const device = new BlockDevice(top, { copyOnRead: withBacking && rng.chance(0.7) });
   const clock = new VirtualClock();
