@@ -44,7 +44,7 @@ import { type BlockGraph, blockNode } from "./graph.ts";
 import { type BlockJobOptions, Job, type JobType, type OnErrorPolicy } from "./job.ts";
 import type { JobRegistry } from "./job_registry.ts";
 import { checkVerb } from "./job_status.ts";
-import { type BlockNode, chainOf } from "./node.ts";
+import { type BlockNode, chainOf, forwardingNode } from "./node.ts";
 import { overlayOf } from "./_stream_common.ts";
 
 /** qemu's commit buffer: 512 KiB per copy. */
@@ -207,27 +207,16 @@ export class CommitJob extends Job {
     this.#graph = options.graph;
     const top = this.top;
     const driver = this.active ? "mirror_top" : "commit_top";
-    this.#filterNode = {
+    // As qemu shows it: read-only, the filtered image's name and cluster size, no backing.
+    this.#filterNode = forwardingNode(top, {
       nodeName: settings.filterName,
       driver,
-      get filename() {
-        return top.filename;
-      },
-      get size() {
-        return top.size;
-      },
-      // As qemu shows it: read-only, the filtered image's name and cluster size, no backing.
       readOnly: true,
       backing: null,
       filtered: top,
-      ...(top.clusterSize !== undefined ? { clusterSize: top.clusterSize } : {}),
-      read: (offset, buf) => top.read(offset, buf),
-      write: (offset, data) => top.write(offset, data),
-      writeZeroes: (offset, length) => top.writeZeroes(offset, length),
-      flush: () => top.flush(),
-      blockStatus: (offset, length) => top.blockStatus(offset, length),
       close: () => Promise.resolve(),
-    };
+      setBacking: false,
+    });
   }
 
   /** Sets the initial speed and takes the nodes (blockers, filter, write observer). */

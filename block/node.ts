@@ -93,8 +93,14 @@ export interface NodeOverrides {
   nodeName?: string;
   /** The driver. Default: the forwarded node's. */
   driver?: string;
+  /** The filename shown. Default: the forwarded node's, live. */
+  filename?: string;
   /** Whether writes are refused (the caller's `write` enforces it). Default: the forwarded node's. */
   readOnly?: boolean;
+  /** The backing link shown (`null`: none, as a job's filter shows). Default: the forwarded node's, live. */
+  backing?: BlockNode | null;
+  /** Makes the node a filter of this one ({@linkcode BlockNode.filtered}). Default: not a filter. */
+  filtered?: BlockNode;
   /** Replaces {@linkcode BlockNode.read}. */
   read?: BlockNode["read"];
   /** Replaces {@linkcode BlockNode.write}. */
@@ -140,7 +146,7 @@ export function forwardingNode(node: BlockNode, overrides: NodeOverrides = {}): 
       return o.driver ?? node.driver;
     },
     get filename() {
-      return node.filename;
+      return o.filename ?? node.filename;
     },
     get size() {
       return node.size;
@@ -149,8 +155,9 @@ export function forwardingNode(node: BlockNode, overrides: NodeOverrides = {}): 
       return o.readOnly ?? node.readOnly;
     },
     get backing() {
-      return node.backing;
+      return o.backing !== undefined ? o.backing : node.backing;
     },
+    ...(o.filtered ? { filtered: o.filtered } : {}),
     ...(node.clusterSize !== undefined ? { clusterSize: node.clusterSize } : {}),
     read: o.read ?? ((offset, buf) => node.read(offset, buf)),
     write: o.write ?? ((offset, data) => node.write(offset, data)),

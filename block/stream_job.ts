@@ -60,7 +60,7 @@ import { type BlockGraph, blockNode } from "./graph.ts";
 import { chainContains, checkChainFree, lookupChainNode } from "./chain_walk.ts";
 import { type BlockJobOptions, Job, type JobType, type OnErrorPolicy } from "./job.ts";
 import type { JobRegistry } from "./job_registry.ts";
-import { type BlockNode, chainOf } from "./node.ts";
+import { type BlockNode, chainOf, forwardingNode } from "./node.ts";
 import { overlayOf, planPiece, rewriteBacking } from "./_stream_common.ts";
 
 /** qemu's stream chunk: 512 KiB. */
@@ -271,24 +271,21 @@ export class StreamJob extends Job {
     this.#graph = options.graph;
     const device = this.device;
     const top = device.top;
-    this.filterNode = {
+    // Reads and writes go through the device (copy-on-read, request tracking).
+    this.filterNode = forwardingNode(top, {
       nodeName: settings.filterName,
       driver: "copy-on-read",
       filename: filterFilename(top),
-      get size() {
-        return top.size;
-      },
       readOnly: false,
       backing: null,
       filtered: top,
-      ...(top.clusterSize !== undefined ? { clusterSize: top.clusterSize } : {}),
       read: (offset, buf) => device.read(offset, buf),
       write: (offset, data) => device.write(offset, data),
       writeZeroes: (offset, length) => device.writeZeroes(offset, length),
       flush: () => device.flush(),
-      blockStatus: (offset, length) => top.blockStatus(offset, length),
       close: () => Promise.resolve(),
-    };
+      setBacking: false,
+    });
   }
 
   /**
