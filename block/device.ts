@@ -20,7 +20,7 @@
  */
 
 import { copyVerifierOf } from "./copy_verifier.ts";
-import { BlockError } from "./error.ts";
+import { BlockError, checkRequestRange } from "./error.ts";
 import { guestFirstOf } from "./guest_first.ts";
 import { workingSetRecorderOf } from "./working_set_recorder.ts";
 import { type CorFilter, nodeState } from "./_node_state.ts";
@@ -316,15 +316,7 @@ export class BlockDevice {
   }
 
   #checkRange(offset: number, length: number): void {
-    if (
-      !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 ||
-      length < 0 || offset + length > this.size
-    ) {
-      throw new BlockError(
-        "OUT_OF_RANGE",
-        `Request [${offset}, +${length}) is outside the device's ${this.size} bytes`,
-      );
-    }
+    checkRequestRange(offset, length, this.size, "device");
   }
 
   #checkWritable(): void {

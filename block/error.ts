@@ -69,3 +69,35 @@ export function ioErrorKind(error: unknown): IoErrorKind {
   }
   return "EIO";
 }
+
+/**
+ * Throws `OUT_OF_RANGE` unless `[offset, offset + length)` is a range of
+ * whole bytes inside `size`; `owner` names what was asked ("device", "node").
+ *
+ * @example
+ * ```ts
+ * import { checkRequestRange } from "./error.ts";
+ * checkRequestRange(0, 512, 4096, "device"); // fine
+ * try {
+ *   checkRequestRange(4000, 512, 4096, "device");
+ * } catch (e) {
+ *   console.log((e as Error).message); // Request [4000, +512) is outside the device's 4096 bytes
+ * }
+ * ```
+ */
+export function checkRequestRange(
+  offset: number,
+  length: number,
+  size: number,
+  owner: string,
+): void {
+  if (
+    !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 ||
+    length < 0 || offset + length > size
+  ) {
+    throw new BlockError(
+      "OUT_OF_RANGE",
+      `Request [${offset}, +${length}) is outside the ${owner}'s ${size} bytes`,
+    );
+  }
+}

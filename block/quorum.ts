@@ -44,7 +44,13 @@
  */
 
 import { BlockDevice } from "./device.ts";
-import { BlockError, IO_ERROR_TEXT, type IoErrorKind, ioErrorKind } from "./error.ts";
+import {
+  BlockError,
+  checkRequestRange,
+  IO_ERROR_TEXT,
+  type IoErrorKind,
+  ioErrorKind,
+} from "./error.ts";
 import type { BlockNode, BlockStatus } from "./node.ts";
 
 /** The read patterns of qemu's `QuorumReadPattern`. */
@@ -408,15 +414,7 @@ export class QuorumNode implements BlockNode {
 
   /** A request outside the node is the caller's error, not a child's: no child is asked. */
   #checkRange(offset: number, length: number): void {
-    if (
-      !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 ||
-      length < 0 || offset + length > this.size
-    ) {
-      throw new BlockError(
-        "OUT_OF_RANGE",
-        `Request [${offset}, +${length}) is outside the node's ${this.size} bytes`,
-      );
-    }
+    checkRequestRange(offset, length, this.size, "node");
   }
 
   #reportBad(
